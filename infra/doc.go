@@ -1,0 +1,16 @@
+// Package infra groups the adapters that connect cellkit's pure cores to real
+// systems; it holds no code itself. Each adapter is a sub-package named for
+// the system it adapts and implements small interfaces owned by the core
+// that consumes it.
+//
+// Built so far:
+//
+//   - infra/etcdembed: an embedded single-member etcd for `cellctl dev`,
+//     the demo and tests.
+//   - infra/etcdstore: the shard map in etcd: linearizable loads, an
+//     ordered watch, and compare-and-swap updates with an audit record.
+//
+// Planned: Consul discovery and health, Vitess, MySQL/MariaDB GTID
+// replication gates, SQLite for the embedded data tier, and Prometheus
+// metrics and SLO gates.
+package infra
