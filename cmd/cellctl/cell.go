@@ -67,12 +67,7 @@ func (a *app) newCellListCmd() *cobra.Command {
   cellctl cell list -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			t, err := s.load()
+			t, err := a.current()
 			if err != nil {
 				return err
 			}

@@ -207,12 +207,7 @@ func (a *app) newMapShowCmd() *cobra.Command {
   cellctl map show -o json > epoch-41.json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			t, err := s.load()
+			t, err := a.current()
 			if err != nil {
 				return err
 			}

@@ -311,6 +311,16 @@ func (s *session) load() (*router.Table, error) {
 	return t, s.a.etcdErr(err)
 }
 
+// current connects, reads the map and disconnects: what read-only commands do.
+func (a *app) current() (*router.Table, error) {
+	s, err := a.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.load()
+}
+
 // noSubcommand is the Args check of commands that only group others: a
 // stray word is an unknown command, reported as a usage error.
 func noSubcommand(cmd *cobra.Command, args []string) error {

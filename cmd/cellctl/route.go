@@ -23,12 +23,7 @@ the key it was minted for.`,
 			if err := checkKeys(args); err != nil {
 				return err
 			}
-			s, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			t, err := s.load()
+			t, err := a.current()
 			if err != nil {
 				return err
 			}

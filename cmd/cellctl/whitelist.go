@@ -90,12 +90,7 @@ func (a *app) newWhitelistListCmd() *cobra.Command {
 		Example: `  cellctl whitelist list`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			t, err := s.load()
+			t, err := a.current()
 			if err != nil {
 				return err
 			}

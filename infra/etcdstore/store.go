@@ -171,33 +171,45 @@ func (s *Store) Update(ctx context.Context, reason string, fn func(*router.Table
 	if strings.TrimSpace(reason) == "" {
 		return nil, ErrNoReason
 	}
-	for attempt := 1; ; attempt++ {
+	return s.retry(ctx, "update", func() (*router.Table, bool, error) {
 		cur, modRev, _, err := s.load(ctx)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		next := cur.Clone()
 		if err := fn(next); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		next.SetEpoch(cur.Epoch() + 1)
 		if err := next.Validate(); err != nil {
-			return nil, fmt.Errorf("etcdstore: change refused, the map would be invalid: %w", err)
+			return nil, false, fmt.Errorf("etcdstore: change refused, the map would be invalid: %w", err)
 		}
 		diff := router.Compare(cur, next)
 		if diff.Empty() {
-			return cur, ErrNoChange
+			return cur, false, ErrNoChange
 		}
 		ok, err := s.write(ctx, "update", reason, next, diff, clientv3.Compare(clientv3.ModRevision(s.keys.Map()), "=", modRev))
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		return next, ok, nil
+	})
+}
+
+// retry runs try until it applies (ok), fails (err, returned with try's
+// table), or loses MaxAttempts compare-and-swap races (ErrConflict).
+func (s *Store) retry(ctx context.Context, op string, try func() (*router.Table, bool, error)) (*router.Table, error) {
+	for attempt := 1; ; attempt++ {
+		t, ok, err := try()
+		if err != nil {
+			return t, err
 		}
 		if ok {
-			return next.Seal(), nil
+			return t.Seal(), nil
 		}
 		s.conflicts.Add(1)
 		if attempt >= s.cfg.MaxAttempts {
-			return nil, fmt.Errorf("etcdstore: update after %d attempts: %w", attempt, ErrConflict)
+			return nil, fmt.Errorf("etcdstore: %s after %d attempts: %w", op, attempt, ErrConflict)
 		}
 		if err := s.pause(ctx, attempt); err != nil {
 			return nil, err
@@ -240,14 +252,14 @@ func (s *Store) Replace(ctx context.Context, reason string, t *router.Table) (*r
 	if strings.TrimSpace(reason) == "" {
 		return nil, ErrNoReason
 	}
-	for attempt := 1; ; attempt++ {
+	return s.retry(ctx, "replace", func() (*router.Table, bool, error) {
 		resp, err := s.cli.Get(ctx, s.keys.Map())
 		if err != nil {
-			return nil, fmt.Errorf("etcdstore: get %s: %w", s.keys.Map(), err)
+			return nil, false, fmt.Errorf("etcdstore: get %s: %w", s.keys.Map(), err)
 		}
 		high, err := s.lastAuditEpoch(ctx)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		var prev *router.Table
 		cmp := clientv3.Compare(clientv3.CreateRevision(s.keys.Map()), "=", 0)
@@ -267,23 +279,14 @@ func (s *Store) Replace(ctx context.Context, reason string, t *router.Table) (*r
 		next := t.Clone()
 		next.SetEpoch(high + 1)
 		if err := next.Validate(); err != nil {
-			return nil, fmt.Errorf("etcdstore: replace refused: %w", err)
+			return nil, false, fmt.Errorf("etcdstore: replace refused: %w", err)
 		}
 		ok, err := s.write(ctx, "replace", reason, next, router.Compare(prev, next), cmp)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if ok {
-			return next.Seal(), nil
-		}
-		s.conflicts.Add(1)
-		if attempt >= s.cfg.MaxAttempts {
-			return nil, fmt.Errorf("etcdstore: replace after %d attempts: %w", attempt, ErrConflict)
-		}
-		if err := s.pause(ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
+		return next, ok, nil
+	})
 }
 
 // write puts the map and its audit record in one transaction guarded by cond
