@@ -244,7 +244,7 @@ func (g *Guard) Admit(ctx context.Context, key string, kind Kind, reqEpoch uint6
 		gen := g.cur.Load()
 		t := gen.table
 		r := t.Lookup(key)
-		if err := g.decide(key, r, t); err != nil {
+		if err := g.decide(key, kind, r, t); err != nil {
 			return Admission{}, err
 		}
 		a := Admission{Key: key, Kind: kind, Epoch: t.Epoch(), Slot: r.Slot}
@@ -273,7 +273,10 @@ func (g *Guard) Admit(ctx context.Context, key string, kind Kind, reqEpoch uint6
 	}
 }
 
-func (g *Guard) decide(key string, r router.Route, t *router.Table) error {
+// decide applies the rules: a cell fenced in the map admits nothing; only
+// the owner serves a key; a frozen key takes no writes (its owner still
+// serves reads: no write can change what they see until the flip).
+func (g *Guard) decide(key string, kind Kind, r router.Route, t *router.Table) error {
 	self, ok := t.Cell(g.cfg.Cell)
 	if ok && self.State == router.StateFenced {
 		return &FencedError{Cell: g.cfg.Cell, Instance: g.cfg.Instance, Reason: fmt.Sprintf("cell marked fenced in the map at epoch %d", t.Epoch())}
@@ -285,7 +288,7 @@ func (g *Guard) decide(key string, r router.Route, t *router.Table) error {
 		}
 		return wc
 	}
-	if r.Frozen {
+	if r.Frozen && kind == Write {
 		return &FrozenError{Key: key, Slot: r.Slot, Cutover: r.Cutover, RetryAfter: g.cfg.FrozenRetryAfter, Epoch: t.Epoch()}
 	}
 	return nil
