@@ -22,7 +22,7 @@ var coreRoots = []string{"router", "cell", "failover"}
 // coreAdapters sit inside a core's tree but are adapters: they may use the
 // network. A core package importing one of them is still caught, through
 // the adapter's own imports.
-var coreAdapters = []string{"router/gateway", "router/client", "cell/wire", "cell/grpcguard", "cell/httpguard"}
+var coreAdapters = []string{"router/gateway", "router/client", "cell/wire", "cell/grpcguard", "cell/httpguard", "cell/guardmetrics"}
 
 // forbidden lists what a core package must not import, directly or
 // transitively, and why. Tree entries also forbid every package below the

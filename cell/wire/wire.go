@@ -106,6 +106,7 @@ func WriteHTTP(w http.ResponseWriter, err error) {
 	var wc *cell.WrongCellError
 	var fz *cell.FrozenError
 	var fe *cell.FencedError
+	var sm *cell.StaleMapError
 	switch {
 	case errors.As(err, &wc):
 		p.Owner, p.OwnerIDC, p.Cell, p.Epoch = wc.Owner, wc.OwnerIDC, wc.Cell, wc.Epoch
@@ -119,6 +120,11 @@ func WriteHTTP(w http.ResponseWriter, err error) {
 		h.Set(EpochMD, strconv.FormatUint(fz.Epoch, 10))
 	case errors.As(err, &fe):
 		p.Cell = fe.Cell
+	case errors.As(err, &sm):
+		// As in gRPC's ErrorInfo: the guard's epoch, and the one it waited for.
+		p.Epoch = sm.Have
+		h.Set(EpochMD, strconv.FormatUint(sm.Have, 10))
+		h.Set(Prefix+"want-epoch", strconv.FormatUint(sm.Want, 10))
 	}
 	if d, ok := retryAfter(err); ok {
 		p.RetryAfterMs = d.Milliseconds()
@@ -172,6 +178,7 @@ func FromHTTP(resp *http.Response) error {
 		"ownerIdc": resp.Header.Get(OwnerIDCMD),
 		"cell":     resp.Header.Get(CellMD),
 		"epoch":    resp.Header.Get(EpochMD),
+		"want":     resp.Header.Get(Prefix + "want-epoch"),
 	}
 	var delay time.Duration
 	if ms, err := strconv.ParseInt(resp.Header.Get(Prefix+"retry-after-ms"), 10, 64); err == nil && ms >= 0 {

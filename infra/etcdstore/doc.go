@@ -5,8 +5,10 @@
 //
 // Layout under /cellkit/<cluster>/ (see docs/architecture.md):
 //
-//	map                   the current table (router JSON document)
-//	audit/<epoch:020d>    who, when, why and the diff of the change that made that epoch
+//	map                      the current table (router JSON document)
+//	audit/<epoch:020d>       who, when, why and the diff of the change that made that epoch
+//	acks/<cell>/<inst>       a guard instance's acked epoch, under its lease (infra/etcdcell)
+//	endpoints/<cell>/<inst>  where a cell instance listens, under its lease (infra/etcdcell)
 //
 // A map document that does not decode or validate never reaches a watcher as
 // a table: Watch sends it as an Event with Err set, so router.Watcher keeps

@@ -32,3 +32,19 @@ func (k Keys) AuditPrefix() string { return k.Prefix + "audit/" }
 
 // Audit is the key of the audit record of the change that produced epoch.
 func (k Keys) Audit(epoch uint64) string { return fmt.Sprintf("%s%020d", k.AuditPrefix(), epoch) }
+
+// AcksPrefix is the prefix of every guard instance's ack.
+func (k Keys) AcksPrefix() string { return k.Prefix + "acks/" }
+
+// Ack is the key of one guard instance's ack: the highest map epoch it has
+// applied, bound to the instance's lease.
+func (k Keys) Ack(cell, instance string) string { return k.AcksPrefix() + cell + "/" + instance }
+
+// EndpointsPrefix is the prefix of every cell instance's endpoint record.
+func (k Keys) EndpointsPrefix() string { return k.Prefix + "endpoints/" }
+
+// Endpoint is the key of one cell instance's addresses, bound to the
+// instance's lease (the embedded-default discovery).
+func (k Keys) Endpoint(cell, instance string) string {
+	return k.EndpointsPrefix() + cell + "/" + instance
+}
