@@ -1,0 +1,446 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h1Server serves the proxy's HTTP/1.1 connections itself for plain
+// requests: HTTP/1.1, a head that fits in the read buffer, no Upgrade, no
+// Expect, no Transfer-Encoding and a body of at most h1MaxBody bytes. The
+// first request that is anything else makes it hand the connection, with
+// the bytes already read, to a net/http server, which serves it from then
+// on. net/http's server spends, per request, a background read, a
+// cancelable context and a goroutine hand-off that cost a proxy about a
+// third of its throughput; the plain path reads, routes and answers on the
+// connection's own goroutine. HTTPConfig.StdServer turns it off.
+//
+// Requests on the plain path carry no cancelable context (that is part of
+// what it saves): a client that leaves while its request is held or in
+// flight is noticed when the answer is written.
+type h1Server struct {
+	g        *Gateway
+	std      *http.Server // serves handed-over connections
+	handoff  *chanListener
+	stdDone  chan struct{}
+	idleTime time.Duration
+	headTime time.Duration
+
+	mu      sync.Mutex
+	l       net.Listener
+	conns   map[*srvConn]bool // true: between requests
+	closing bool
+	wg      sync.WaitGroup
+}
+
+type srvConn struct {
+	c net.Conn
+}
+
+func newH1Server(g *Gateway, std *http.Server, addr net.Addr) *h1Server {
+	s := &h1Server{g: g, std: std, idleTime: 2 * time.Minute, headTime: 10 * time.Second,
+		conns: map[*srvConn]bool{}, stdDone: make(chan struct{})}
+	s.handoff = newChanListener(addr)
+	go func() {
+		defer close(s.stdDone)
+		_ = std.Serve(s.handoff)
+	}()
+	return s
+}
+
+// Serve accepts connections until Shutdown (which closes l).
+func (s *h1Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.l = l
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		l.Close()
+		return nil
+	}
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		sc := &srvConn{c: c}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s.conns[sc] = true
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(sc)
+	}
+}
+
+func (s *h1Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// setIdle marks sc between requests (true) or busy; it reports false when
+// the server is shutting down and sc should close instead.
+func (s *h1Server) setIdle(sc *srvConn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[sc] = idle
+	return true
+}
+
+func (s *h1Server) serveConn(sc *srvConn) {
+	handedOff := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		if !handedOff {
+			sc.c.Close()
+		}
+		s.wg.Done()
+	}()
+	c := sc.c
+	br := bufio.NewReaderSize(c, 16<<10)
+	bw := bufio.NewWriterSize(c, 16<<10)
+	remote := c.RemoteAddr().String()
+	for {
+		if !s.setIdle(sc, true) {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(s.idleTime))
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		if !s.setIdle(sc, false) {
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(s.headTime))
+		if !plainRequest(br) {
+			buffered, _ := br.Peek(br.Buffered())
+			_ = c.SetReadDeadline(time.Time{})
+			handedOff = s.handoff.give(&prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c)})
+			return
+		}
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\n\r\nbad request")
+			return
+		}
+		req.RemoteAddr = remote
+		w := &h1Writer{bw: bw, header: make(http.Header, 8), method: req.Method, close: req.Close || s.isClosing()}
+		if !s.serveOne(w, req) {
+			return
+		}
+		// Read what is left of the body so the next request starts clean.
+		if _, err := io.Copy(io.Discard, req.Body); err != nil || w.close {
+			return
+		}
+	}
+}
+
+// serveOne runs the gateway on one request; false means close the
+// connection (the handler aborted, or writing failed).
+func (s *h1Server) serveOne(w *h1Writer, req *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				s.g.log.Error("panic serving a request", "panic", p, "path", req.URL.Path)
+			}
+			ok = false
+		}
+	}()
+	s.g.ServeHTTP(w, req)
+	return w.finish() == nil
+}
+
+// plainRequest reports whether the buffered request head is one the plain
+// path serves. It reads no further than the head (peeking more only when
+// the head is not complete in the buffer yet).
+func plainRequest(br *bufio.Reader) bool {
+	var head []byte
+	for n := max(br.Buffered(), 1); ; n = min(2*n, br.Size()) {
+		b, err := br.Peek(n)
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			head = b[:i+2]
+			break
+		}
+		if err != nil || n == br.Size() {
+			return false // an oversize or broken head: net/http answers it
+		}
+	}
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if !bytes.HasSuffix(line, []byte(" HTTP/1.1")) {
+		return false
+	}
+	for len(rest) > 0 {
+		var h []byte
+		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		name, value, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			return false
+		}
+		switch {
+		case equalFold(name, "upgrade"), equalFold(name, "expect"), equalFold(name, "transfer-encoding"):
+			return false
+		case equalFold(name, "content-length"):
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
+			if err != nil || n > h1MaxBody {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func equalFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Shutdown stops serving: idle connections close at once, busy ones after
+// their request; handed-over connections drain through net/http. When ctx
+// ends first, every connection is closed.
+func (s *h1Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	if s.l != nil {
+		s.l.Close()
+	}
+	for sc, idle := range s.conns {
+		if idle {
+			sc.c.Close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	if serr := s.std.Shutdown(ctx); serr != nil {
+		s.std.Close()
+		err = errors.Join(err, serr)
+	}
+	<-s.stdDone
+	return err
+}
+
+// h1Writer is an http.ResponseWriter that writes HTTP/1.1 straight to the
+// connection's buffer: a fixed-length body when the handler set
+// Content-Length, else chunked.
+type h1Writer struct {
+	bw      *bufio.Writer
+	header  http.Header
+	method  string
+	close   bool
+	wrote   bool
+	chunked bool
+	nobody  bool
+	status  int
+}
+
+func (w *h1Writer) Header() http.Header { return w.header }
+
+func (w *h1Writer) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	if code < 200 && code >= 100 {
+		return // interim answers are not passed on
+	}
+	w.wrote, w.status = true, code
+	h := w.header
+	w.nobody = w.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if _, ok := h["Content-Length"]; !ok && !w.nobody {
+		w.chunked = true
+		h["Transfer-Encoding"] = []string{"chunked"}
+	}
+	if w.close {
+		h["Connection"] = []string{"close"}
+	}
+	if _, ok := h["Date"]; !ok {
+		h["Date"] = []string{httpDate()}
+	}
+	bw := w.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\n")
+	for k, vv := range h {
+		if k == "Trailer" && !w.chunked {
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(headerValue(v))
+			bw.WriteString("\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+}
+
+// headerValue keeps a header value from splitting the response.
+func headerValue(v string) string {
+	if !strings.ContainsAny(v, "\r\n") {
+		return v
+	}
+	b := []byte(v)
+	for i, c := range b {
+		if c == '\r' || c == '\n' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+func (w *h1Writer) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.nobody || len(p) == 0 {
+		return len(p), nil
+	}
+	if w.chunked {
+		fmt.Fprintf(w.bw, "%x\r\n", len(p))
+		n, err := w.bw.Write(p)
+		w.bw.WriteString("\r\n")
+		return n, err
+	}
+	return w.bw.Write(p)
+}
+
+// Flush sends what is buffered (http.Flusher, for streamed answers).
+func (w *h1Writer) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = w.bw.Flush()
+}
+
+func (w *h1Writer) finish() error {
+	if !w.wrote {
+		if _, ok := w.header["Content-Length"]; !ok {
+			w.header["Content-Length"] = []string{"0"}
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.chunked {
+		w.bw.WriteString("0\r\n")
+		for _, k := range w.header["Trailer"] {
+			for _, v := range w.header[k] {
+				w.bw.WriteString(k + ": " + headerValue(v) + "\r\n")
+			}
+		}
+		w.bw.WriteString("\r\n")
+	}
+	return w.bw.Flush()
+}
+
+var dateCache atomic.Pointer[[2]string] // unix second, formatted
+
+func httpDate() string {
+	now := time.Now()
+	sec := strconv.FormatInt(now.Unix(), 10)
+	if d := dateCache.Load(); d != nil && d[0] == sec {
+		return d[1]
+	}
+	d := [2]string{sec, now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(&d)
+	return d[1]
+}
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// chanListener hands connections to a net/http server.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
