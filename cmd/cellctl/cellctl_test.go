@@ -446,6 +446,24 @@ func TestDemo(t *testing.T) {
 	if res.Canary == nil || res.Canary.Key != "u42" || res.Canary.ToIDC != "IDC-B" || res.Canary.OrderRoute.Cell != "b1" || len(res.Audit) != 2 || len(res.Steps) != len(demoSteps()) {
 		t.Errorf("demo -o json = %+v", res)
 	}
+	// The data plane: four registered instances, every payment served by its
+	// owner, and a request sent to the wrong cell refused without a write.
+	if len(res.Instances) != 4 || res.Router == "" || len(res.Payments) != len(demoUsers) {
+		t.Errorf("demo data plane: %d instances, router %q, %d payments", len(res.Instances), res.Router, len(res.Payments))
+	}
+	for _, p := range res.Payments {
+		if p.ServedBy != p.Owner || p.Balance != 10 {
+			t.Errorf("payment %+v not served by its owner exactly once", p)
+		}
+	}
+	if f := res.Refusal; f == nil || f.Status != 421 || f.Code != "WRONG_CELL" || f.Owner != "b1" || f.Admitted != 0 {
+		t.Errorf("wrong-cell refusal: %+v", res.Refusal)
+	}
+	for _, want := range []string{"-> HTTP 421 WRONG_CELL, owner b1", "no key written by two cells", "leases revoked"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output does not mention %q", want)
+		}
+	}
 }
 
 // TestDev runs `cellctl dev`, uses it from "another shell", and stops it

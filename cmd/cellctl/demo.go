@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"io"
 	"os"
 	"strings"
@@ -19,12 +20,16 @@ import (
 func (a *app) newDemoCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "demo",
-		Short: "A one-command tour: throwaway etcd, a two-IDC map, routing, IDs, a canary whitelist",
+		Short: "A one-command tour: etcd, a two-IDC map, guarded cells, cellrouter, a refused request",
 		Long: `A one-command tour of cellkit, with nothing installed or running: it starts an
 embedded etcd in a temporary directory on free ports, creates a two-IDC map,
 routes sample users, mints an order ID, whitelists a canary user to the other
-IDC and shows what changed and the audit record, then stops etcd and removes
-the directory. -o json or -o yaml prints what it did instead of the narration.`,
+IDC and shows what changed and the audit record; then it starts a guarded
+ledger instance for every cell (each registered in etcd with a lease and an
+ack), puts cellrouter in front of them, pays every user through the router,
+and shows a cell's guard refusing a request sent to it for a user it does not
+own. Then it stops everything and removes the directory. -o json or -o yaml
+prints what it did instead of the narration.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runDemo() },
 	}
@@ -57,8 +62,11 @@ type demo struct {
 	store *etcdstore.Store
 	table *router.Table // the map as of the last step
 	res   demoResult
+	cli   *clientv3.Client
+	cells *demoPlane
 
 	closeClient func() error
+	closers     []func() // the data plane, closed in reverse before etcd
 }
 
 // demoStep is one numbered part of the tour. Later tours (cutover, failover)
@@ -75,20 +83,28 @@ func demoSteps() []demoStep {
 		{"Route some users", (*demo).routeUsers},
 		{"Mint an order ID for a user", (*demo).mintOrder},
 		{"Whitelist a canary user to the other IDC", (*demo).whitelistCanary},
+		{"Start a guarded cell instance for every cell", (*demo).startCells},
+		{"Start cellrouter in front of them", (*demo).startRouter},
+		{"Pay every user through the router", (*demo).payThroughRouter},
+		{"Send a request to the wrong cell", (*demo).refuseWrongCell},
 	}
 }
 
 // demoResult is what the tour did, for -o json and -o yaml.
 type demoResult struct {
-	Etcd    string                  `json:"etcd"`
-	Cluster string                  `json:"cluster"`
-	Epoch   uint64                  `json:"epoch"`
-	Cells   cellList                `json:"cells"`
-	Routes  routeList               `json:"routes"`
-	Order   *demoOrder              `json:"order,omitempty"`
-	Canary  *demoCanary             `json:"canary,omitempty"`
-	Audit   []etcdstore.AuditRecord `json:"audit"`
-	Steps   []string                `json:"steps"`
+	Etcd      string                  `json:"etcd"`
+	Cluster   string                  `json:"cluster"`
+	Epoch     uint64                  `json:"epoch"`
+	Cells     cellList                `json:"cells"`
+	Routes    routeList               `json:"routes"`
+	Order     *demoOrder              `json:"order,omitempty"`
+	Canary    *demoCanary             `json:"canary,omitempty"`
+	Audit     []etcdstore.AuditRecord `json:"audit"`
+	Instances []demoCellRun           `json:"instances,omitempty"`
+	Router    string                  `json:"router,omitempty"`
+	Payments  []demoPayment           `json:"payments,omitempty"`
+	Refusal   *demoRefusal            `json:"refusal,omitempty"`
+	Steps     []string                `json:"steps"`
 }
 
 type demoOrder struct {
@@ -117,12 +133,12 @@ func (a *app) runDemo() (err error) {
 	if a.output == "table" {
 		d.w = a.stdout
 	}
-	fmt.Fprintln(d.w, "cellkit demo: a shard map in etcd, routing, IDs and a canary move.")
+	fmt.Fprintln(d.w, "cellkit demo: a shard map in etcd, routing, IDs, a canary move, guarded cells and cellrouter.")
 	fmt.Fprintln(d.w, "Nothing is installed and nothing is left behind.")
 	steps := demoSteps()
 	defer func() {
 		// Always clean up, and say so, even after a failed step.
-		fmt.Fprintf(d.w, "\n%d. Stop etcd and clean up\n", len(steps)+1)
+		fmt.Fprintf(d.w, "\n%d. Stop everything and clean up\n", len(steps)+1)
 		d.cleanup()
 		if err == nil {
 			d.outro()
@@ -178,7 +194,7 @@ func (d *demo) startEtcd() error {
 		cli.Close()
 		return err
 	}
-	d.closeClient = cli.Close
+	d.closeClient, d.cli = cli.Close, cli
 	d.res.Etcd = srv.ClientURL()
 	d.say("etcd is serving at %s (data in %s)", srv.ClientURL(), dir)
 	return nil
@@ -295,6 +311,12 @@ func (d *demo) whitelistCanary() error {
 }
 
 func (d *demo) cleanup() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	if len(d.closers) > 0 {
+		d.say("router and cell instances stopped (leases revoked)")
+	}
 	if d.closeClient != nil {
 		d.closeClient()
 	}
@@ -312,7 +334,7 @@ func (d *demo) cleanup() {
 }
 
 func (d *demo) outro() {
-	fmt.Fprintln(d.w, "\nThat is the map at work. To keep going on your machine:")
+	fmt.Fprintln(d.w, "\nThat is the map and the data plane at work. To keep going on your machine:")
 	fmt.Fprintln(d.w, "  cellctl dev                     # a local etcd that keeps its data; then, in another shell:")
 	fmt.Fprintln(d.w, "  export CELLKIT_ETCD=http://127.0.0.1:2379")
 	fmt.Fprintln(d.w, `  cellctl map init --cell a1@IDC-A,a2@IDC-A --cell b1@IDC-B,b2@IDC-B --reason "first map"`)
