@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/cellkit/cellkit/infra/etcdembed"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 )
 
 // testTimeout bounds every wait in these tests; they poll, never sleep.
@@ -23,14 +23,7 @@ const testTimeout = 30 * time.Second
 // ports and returns its client URL.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv.ClientURL()
+	return etcdtest.Start(t).ClientURL()
 }
 
 // rawClient is a plain etcd client, for writing what cellctl never would.

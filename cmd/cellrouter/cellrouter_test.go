@@ -22,8 +22,7 @@ import (
 
 	"github.com/cellkit/cellkit/cell/httpguard"
 	"github.com/cellkit/cellkit/infra/etcdcell"
-	"github.com/cellkit/cellkit/infra/etcdembed"
-	"github.com/cellkit/cellkit/infra/etcdstore"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/router"
 )
 
@@ -147,25 +146,13 @@ func TestRunExitCodes(t *testing.T) {
 		t.Fatalf("help: exit %d, %s", code, out.String())
 	}
 	// A cluster without a map: runtime error naming the fix.
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	out.Reset()
 	code := run(context.Background(), []string{"--etcd", srv.ClientURL(), "--cluster", "empty", "--discovery", "map",
 		"--listen-http", "127.0.0.1:0", "--listen-grpc", "", "--admin", ""}, &out, noEnv)
 	if code != exitRuntime || !strings.Contains(out.String(), "cellctl map init") {
 		t.Fatalf("no map: exit %d, %s", code, out.String())
 	}
-}
-
-func startEtcd(t *testing.T) *etcdembed.Server {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader.
@@ -190,7 +177,7 @@ func (s *syncBuffer) String() string {
 // a request routed to it with the router's key stamped, then SIGTERM: a
 // drain and exit 0.
 func TestServeAndSIGTERM(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -203,15 +190,7 @@ func TestServeAndSIGTERM(t *testing.T) {
 	go func() { _ = backend.Serve(bl) }()
 	defer backend.Close()
 
-	cli, err := etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	store, err := etcdstore.New(cli, etcdstore.Config{Cluster: "e2e", Actor: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := etcdtest.Store(t, etcdtest.Client(t, srv), "e2e")
 	tb, _ := router.NewTable(256)
 	if err := tb.AddCell(router.Cell{ID: "a1", IDC: "IDC-A", State: router.StateActive, Endpoints: []string{"http://" + bl.Addr().String()}}); err != nil {
 		t.Fatal(err)
@@ -313,18 +292,11 @@ func waitReady(t *testing.T, adminAddr string, logs *syncBuffer) {
 // guarded by cell/httpguard; cellrouter run in-process, drained by ending
 // its context.
 func TestRunWithEtcdDiscovery(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cli, err := etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	store, err := etcdstore.New(cli, etcdstore.Config{Cluster: "disc", Actor: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := etcdtest.Client(t, srv)
+	store := etcdtest.Store(t, cli, "disc")
 	tb, _ := router.NewTable(256)
 	_ = tb.AddCell(router.Cell{ID: "a1", IDC: "IDC-A", State: router.StateActive})
 	_ = tb.Assign(router.SlotRange{First: 0, Last: 255}, "a1")

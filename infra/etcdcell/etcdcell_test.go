@@ -14,13 +14,14 @@ import (
 	"github.com/cellkit/cellkit/cell/guardmetrics"
 	"github.com/cellkit/cellkit/cell/wire"
 	"github.com/cellkit/cellkit/infra/etcdcell"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/router"
 )
 
 var _ etcdcell.Observer = (*guardmetrics.Metrics)(nil)
 
 func TestRegisterAckAdvanceAndClose(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := dial(t, srv.Endpoints()...)
 	st := createMap(t, cli)
 	acks, err := etcdcell.NewAcks(cli, cluster)
@@ -70,7 +71,7 @@ func TestRegisterAckAdvanceAndClose(t *testing.T) {
 // write admitted before a freeze holds back the instance's ack of the
 // freeze's epoch in etcd until it ends.
 func TestBarrierHoldsAckForInFlightWrite(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := dial(t, srv.Endpoints()...)
 	st := createMap(t, cli)
 	acks, err := etcdcell.NewAcks(cli, cluster)
@@ -127,7 +128,7 @@ func TestBarrierHoldsAckForInFlightWrite(t *testing.T) {
 }
 
 func TestReregistersAfterLeaseLoss(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := dial(t, srv.Endpoints()...)
 	createMap(t, cli)
 	in := register(t, cli, "a1", "a1-0", nil)
@@ -152,7 +153,7 @@ func TestReregistersAfterLeaseLoss(t *testing.T) {
 }
 
 func TestDiscovery(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := dial(t, srv.Endpoints()...)
 	createMap(t, cli)
 	d, err := etcdcell.NewDiscovery(ctxT(t), cli, cluster, logger(t))

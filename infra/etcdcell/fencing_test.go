@@ -19,6 +19,7 @@ import (
 	"github.com/cellkit/cellkit/cell/admission"
 	"github.com/cellkit/cellkit/cell/wire"
 	"github.com/cellkit/cellkit/infra/etcdcell"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 )
 
 // startProxy runs an in-process toxiproxy proxy from a free loopback port
@@ -38,7 +39,7 @@ func startProxy(t *testing.T, upstream string) *toxiproxy.Proxy {
 // TTL, before etcd drops its ack; it admits nothing from then on; once etcd
 // is reachable again it registers anew and admits again.
 func TestSelfFencing(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	admin := dial(t, srv.Endpoints()...)
 	createMap(t, admin)
 	u, err := url.Parse(srv.ClientURL())

@@ -12,6 +12,7 @@ import (
 	"github.com/cellkit/cellkit/cell/admission"
 	"github.com/cellkit/cellkit/cell/wire"
 	"github.com/cellkit/cellkit/infra/etcdcell"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/router"
 )
 
@@ -23,7 +24,7 @@ import (
 // writes are in flight across every map change: with the barrier left out,
 // this test finds overlapping writes.
 func TestFlipUnderLoadSingleWriter(t *testing.T) {
-	srv := startEtcd(t)
+	srv := etcdtest.Start(t)
 	cli := dial(t, srv.Endpoints()...)
 	st := createMap(t, cli)
 	acks, err := etcdcell.NewAcks(cli, cluster)

@@ -24,7 +24,7 @@ import (
 	"github.com/cellkit/cellkit/cell/grpcguard"
 	"github.com/cellkit/cellkit/cell/wire"
 	"github.com/cellkit/cellkit/infra/etcdcell"
-	"github.com/cellkit/cellkit/infra/etcdembed"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/internal/testsvc"
 	"github.com/cellkit/cellkit/router"
@@ -38,18 +38,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const testTimeout = 30 * time.Second
 
 const cluster = "test"
-
-func startEtcd(t *testing.T) *etcdembed.Server {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
-}
 
 // dial connects to endpoints with a short reconnect backoff, so that a
 // client cut off by a proxy comes back quickly once the proxy does.
@@ -88,15 +76,8 @@ func must(t *testing.T, err error) {
 // 128-255.
 func createMap(t *testing.T, cli *clientv3.Client) *etcdstore.Store {
 	t.Helper()
-	st, err := etcdstore.New(cli, etcdstore.Config{Cluster: cluster, Actor: "tester", RetryBackoff: 5 * time.Millisecond})
-	must(t, err)
-	tb, err := router.NewTable(256)
-	must(t, err)
-	must(t, tb.AddCell(router.Cell{ID: "a1", IDC: "IDC-A"}))
-	must(t, tb.AddCell(router.Cell{ID: "b1", IDC: "IDC-B"}))
-	must(t, tb.Assign(router.SlotRange{First: 0, Last: 127}, "a1"))
-	must(t, tb.Assign(router.SlotRange{First: 128, Last: 255}, "b1"))
-	if _, err := st.Create(ctxT(t), "test map", tb); err != nil {
+	st := etcdtest.Store(t, cli, cluster)
+	if _, err := st.Create(ctxT(t), "test map", etcdtest.TwoCellMap(t, 256)); err != nil {
 		t.Fatal(err)
 	}
 	return st

@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/cellkit/cellkit/infra/etcdembed"
-	"github.com/cellkit/cellkit/infra/etcdstore"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/router"
 )
 
@@ -25,30 +22,9 @@ import (
 func BenchmarkMapPropagation100(b *testing.B) {
 	const watchers, clients = 100, 10
 	ctx := context.Background()
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(b.TempDir()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	dialOne := func() *clientv3.Client {
-		cli, err := etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return cli
-	}
-	writerCli := dialOne()
-	defer writerCli.Close()
-	writer, err := etcdstore.New(writerCli, etcdstore.Config{Cluster: "bench", Actor: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	base, _ := router.NewTable(1024)
-	_ = base.AddCell(router.Cell{ID: "a1", IDC: "A"})
-	_ = base.AddCell(router.Cell{ID: "b1", IDC: "B"})
-	_ = base.Assign(router.SlotRange{First: 0, Last: 511}, "a1")
-	_ = base.Assign(router.SlotRange{First: 512, Last: 1023}, "b1")
-	if _, err := writer.Create(ctx, "bench", base); err != nil {
+	srv := etcdtest.Start(b)
+	writer := etcdtest.Store(b, etcdtest.Client(b, srv), "bench")
+	if _, err := writer.Create(ctx, "bench", etcdtest.TwoCellMap(b, 1024)); err != nil {
 		b.Fatal(err)
 	}
 
@@ -62,12 +38,7 @@ func BenchmarkMapPropagation100(b *testing.B) {
 		return all[e]
 	}
 	for c := 0; c < clients; c++ {
-		cli := dialOne()
-		defer cli.Close()
-		st, err := etcdstore.New(cli, etcdstore.Config{Cluster: "bench"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		st := etcdtest.Store(b, etcdtest.Client(b, srv), "bench")
 		for w := 0; w < watchers/clients; w++ {
 			wt := router.NewWatcher(st, router.WatcherConfig{OnUpdate: func(_, t *router.Table) {
 				now := time.Now()

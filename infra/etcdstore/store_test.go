@@ -14,55 +14,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/cellkit/cellkit/infra/etcdembed"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/router"
 )
-
-func startEtcd(t *testing.T) *etcdembed.Server {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(t.TempDir()))
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
-}
-
-func dial(t *testing.T, srv *etcdembed.Server) *clientv3.Client {
-	t.Helper()
-	cli, err := etcdstore.Dial(context.Background(), etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
-func newStore(t *testing.T, cli *clientv3.Client) *etcdstore.Store {
-	t.Helper()
-	st, err := etcdstore.New(cli, etcdstore.Config{Cluster: "test", Actor: "tester", RetryBackoff: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// twoIDC is a valid 1024-slot map: a1 (IDC-A) owns 0-511, b1 (IDC-B) 512-1023.
-func twoIDC(t *testing.T) *router.Table {
-	t.Helper()
-	tb, err := router.NewTable(1024)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must(t, tb.AddCell(router.Cell{ID: "a1", IDC: "IDC-A"}))
-	must(t, tb.AddCell(router.Cell{ID: "b1", IDC: "IDC-B"}))
-	must(t, tb.Assign(router.SlotRange{First: 0, Last: 511}, "a1"))
-	must(t, tb.Assign(router.SlotRange{First: 512, Last: 1023}, "b1"))
-	return tb
-}
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -78,21 +33,21 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestCreateLoadUpdateHistory(t *testing.T) {
-	st := newStore(t, dial(t, startEtcd(t)))
+	st := etcdtest.Store(t, etcdtest.Client(t, etcdtest.Start(t)), "test")
 	ctx := ctxT(t)
 
 	if _, _, err := st.Load(ctx); !errors.Is(err, etcdstore.ErrNoMap) {
 		t.Fatalf("Load on empty cluster: %v, want ErrNoMap", err)
 	}
-	if _, err := st.Create(ctx, "", twoIDC(t)); !errors.Is(err, etcdstore.ErrNoReason) {
+	if _, err := st.Create(ctx, "", etcdtest.TwoCellMap(t, 1024)); !errors.Is(err, etcdstore.ErrNoReason) {
 		t.Fatalf("Create without reason: %v", err)
 	}
-	created, err := st.Create(ctx, "bootstrap", twoIDC(t))
+	created, err := st.Create(ctx, "bootstrap", etcdtest.TwoCellMap(t, 1024))
 	must(t, err)
 	if created.Epoch() != 1 || !created.Sealed() {
 		t.Fatalf("created epoch %d sealed %v", created.Epoch(), created.Sealed())
 	}
-	if _, err := st.Create(ctx, "again", twoIDC(t)); !errors.Is(err, etcdstore.ErrMapExists) {
+	if _, err := st.Create(ctx, "again", etcdtest.TwoCellMap(t, 1024)); !errors.Is(err, etcdstore.ErrMapExists) {
 		t.Fatalf("second Create: %v, want ErrMapExists", err)
 	}
 
@@ -144,10 +99,10 @@ func TestCreateLoadUpdateHistory(t *testing.T) {
 // Two concurrent updates read the same revision; one compare-and-swap loses,
 // reloads and applies its change on top of the winner's.
 func TestConcurrentUpdatesRetry(t *testing.T) {
-	cli := dial(t, startEtcd(t))
-	st := newStore(t, cli)
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	st := etcdtest.Store(t, cli, "test")
 	ctx := ctxT(t)
-	_, err := st.Create(ctx, "bootstrap", twoIDC(t))
+	_, err := st.Create(ctx, "bootstrap", etcdtest.TwoCellMap(t, 1024))
 	must(t, err)
 
 	var arrived sync.WaitGroup
@@ -255,11 +210,11 @@ func updateRetrying(t *testing.T, st *etcdstore.Store, key string) {
 }
 
 func TestWatcherSeesEveryEpochAcrossRestart(t *testing.T) {
-	srv := startEtcd(t)
-	st := newStore(t, dial(t, srv))
-	writer := newStore(t, dial(t, srv))
+	srv := etcdtest.Start(t)
+	st := etcdtest.Store(t, etcdtest.Client(t, srv), "test")
+	writer := etcdtest.Store(t, etcdtest.Client(t, srv), "test")
 	ctx := ctxT(t)
-	_, err := st.Create(ctx, "bootstrap", twoIDC(t))
+	_, err := st.Create(ctx, "bootstrap", etcdtest.TwoCellMap(t, 1024))
 	must(t, err)
 
 	var rec recorder
@@ -295,11 +250,11 @@ func TestWatcherSeesEveryEpochAcrossRestart(t *testing.T) {
 }
 
 func TestCorruptMapNeverReplacesLastGood(t *testing.T) {
-	srv := startEtcd(t)
-	cli := dial(t, srv)
-	st := newStore(t, cli)
+	srv := etcdtest.Start(t)
+	cli := etcdtest.Client(t, srv)
+	st := etcdtest.Store(t, cli, "test")
 	ctx := ctxT(t)
-	_, err := st.Create(ctx, "bootstrap", twoIDC(t))
+	_, err := st.Create(ctx, "bootstrap", etcdtest.TwoCellMap(t, 1024))
 	must(t, err)
 	good, err := st.Update(ctx, "canary", func(tb *router.Table) error { return tb.SetWhitelist("u42", "b1") })
 	must(t, err)
@@ -310,7 +265,7 @@ func TestCorruptMapNeverReplacesLastGood(t *testing.T) {
 	t.Cleanup(w.Close)
 
 	mapKey := st.Keys().Map()
-	older, err := router.Encode(twoIDC(t)) // epoch 0: valid but older
+	older, err := router.Encode(etcdtest.TwoCellMap(t, 1024)) // epoch 0: valid but older
 	must(t, err)
 	unowned := strings.Replace(string(mustEncode(t, good)), `{"first":512,"last":1023,"cell":"b1"}`, `{"first":512,"last":1000,"cell":"b1"}`, 1)
 	bad := []struct{ name, value, want string }{
@@ -376,11 +331,11 @@ func mustEncode(t *testing.T, tb *router.Table) []byte {
 }
 
 func TestWatchAfterCompactionReloads(t *testing.T) {
-	cli := dial(t, startEtcd(t))
-	st := newStore(t, cli)
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	st := etcdtest.Store(t, cli, "test")
 	ctx := ctxT(t)
 	_, rev0, _ := st.Load(ctx) // ErrNoMap, but the revision is real
-	_, err := st.Create(ctx, "bootstrap", twoIDC(t))
+	_, err := st.Create(ctx, "bootstrap", etcdtest.TwoCellMap(t, 1024))
 	must(t, err)
 	for i := range 3 {
 		_, err := st.Update(ctx, "step", func(tb *router.Table) error { return tb.SetWhitelist(fmt.Sprint("k", i), "a1") })
@@ -450,7 +405,7 @@ func TestConfigValidation(t *testing.T) {
 // A map too fragmented to fit one etcd request is refused before it is sent,
 // with a message that says why, and the stored map is untouched.
 func TestTooLargeRefused(t *testing.T) {
-	st := newStore(t, dial(t, startEtcd(t)))
+	st := etcdtest.Store(t, etcdtest.Client(t, etcdtest.Start(t)), "test")
 	ctx := ctxT(t)
 	tb, err := router.NewTable(65536)
 	must(t, err)

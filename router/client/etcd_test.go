@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cellkit/cellkit/infra/etcdembed"
-	"github.com/cellkit/cellkit/infra/etcdstore"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/router"
 	"github.com/cellkit/cellkit/router/client"
 )
@@ -22,14 +21,7 @@ import (
 // once.
 func TestEtcdMapFlipsAreFollowed(t *testing.T) {
 	ctx := ctxT(t)
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(t.TempDir()))
-	must(t, err)
-	t.Cleanup(func() { srv.Close() })
-	cli, err := etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-	must(t, err)
-	t.Cleanup(func() { cli.Close() })
-	st, err := etcdstore.New(cli, etcdstore.Config{Cluster: "test", Actor: "tester", RetryBackoff: 5 * time.Millisecond})
-	must(t, err)
+	st := etcdtest.Store(t, etcdtest.Client(t, etcdtest.Start(t)), "test")
 	tb, err := st.Create(ctx, "bootstrap", baseMap(t, "a1", "b1"))
 	must(t, err)
 

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/cellkit/cellkit/cell"
+	"github.com/cellkit/cellkit/cell/grpcguard"
+	"github.com/cellkit/cellkit/cell/httpguard"
 	"github.com/cellkit/cellkit/cell/wire"
 	"github.com/cellkit/cellkit/internal/testsvc"
 	"github.com/cellkit/cellkit/router"
@@ -206,7 +208,7 @@ func freezeSlot(t testing.TB, tb *router.Table, key string) *router.Table {
 	return next(t, tb, func(n *router.Table) error { return n.Freeze(slotOf(n, key), "cut-1") })
 }
 
-// --- cells: testsvc behind a test-local guard ---
+// --- cells: testsvc behind the real guard adapters ---
 
 // attempt is what an instance's guard saw of one request.
 type attempt struct {
@@ -215,7 +217,9 @@ type attempt struct {
 	Code                        cell.Code // "" when admitted
 }
 
-// instance is one running instance of a cell.
+// instance is one running instance of a cell: testsvc behind
+// cell/grpcguard and cell/httpguard, with a recorder in front of each guard
+// and a fault injector behind it.
 type instance struct {
 	cell, id string
 	books    *testsvc.Server // shared by the cell's instances, like its database
@@ -242,33 +246,46 @@ func (in *instance) seen() []attempt {
 	return append([]attempt(nil), in.attempts...)
 }
 
-func kindOf(method string) cell.Kind {
-	if method == testsvc.CreditMethod || method == "POST" {
-		return cell.Write
-	}
-	return cell.Read
-}
-
-// admit runs the guard for one request and records it.
-func (in *instance) admit(ctx context.Context, method, key, epochS, idem string) (cell.Admission, error) {
-	var epoch uint64
-	if epochS != "" {
-		e, err := strconv.ParseUint(epochS, 10, 64)
-		if err != nil {
-			return cell.Admission{}, fmt.Errorf("bad epoch %q", epochS)
-		}
-		epoch = e
-	}
-	adm, err := in.guard.Admit(ctx, key, kindOf(method), epoch)
-	in.record(attempt{Instance: in.id, Method: method, Key: key, Idem: idem, Epoch: epoch, Code: cell.CodeOf(err)})
-	return adm, err
-}
-
 func (in *instance) runFault(method string) error {
 	if f := in.fault.Load(); f != nil {
 		return (*f)(method)
 	}
 	return nil
+}
+
+// pendingKey carries a request's *pending from the recorder in front of the
+// guard to the handler behind it (the guards derive the handler's context
+// from the request's).
+type pendingKey struct{}
+
+// pending is a request the recorder saw arrive. The handler side records it
+// as admitted, at admission; if the guard refuses it, the recorder records
+// the refusal's code.
+type pending struct {
+	a        attempt
+	admitted bool
+}
+
+func (in *instance) arrive(ctx context.Context, method, key, epochS, idem string) (context.Context, *pending) {
+	epoch, _ := strconv.ParseUint(epochS, 10, 64) // the guard refuses a bad one
+	p := &pending{a: attempt{Instance: in.id, Method: method, Key: key, Idem: idem, Epoch: epoch}}
+	return context.WithValue(ctx, pendingKey{}, p), p
+}
+
+// admitted records the request of ctx as admitted.
+func (in *instance) admitted(ctx context.Context) {
+	if p, ok := ctx.Value(pendingKey{}).(*pending); ok {
+		p.admitted = true
+		in.record(p.a)
+	}
+}
+
+// refused records p with the guard's code, unless it was admitted.
+func (in *instance) refused(p *pending, code cell.Code) {
+	if !p.admitted {
+		p.a.Code = code
+		in.record(p.a)
+	}
 }
 
 func first(md metadata.MD, k string) string {
@@ -278,13 +295,35 @@ func first(md metadata.MD, k string) string {
 	return ""
 }
 
-func (in *instance) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func grpcCode(err error) cell.Code { return cell.CodeOf(wire.FromGRPC(err)) }
+
+// recordUnary and recordStream sit in front of grpcguard.
+func (in *instance) recordUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	adm, err := in.admit(ctx, info.FullMethod, first(md, wire.KeyMD), first(md, wire.EpochMD), first(md, wire.IdempotencyMD))
-	if err != nil {
-		return nil, wire.GRPCStatus(err).Err()
-	}
-	defer adm.Release()
+	ctx, p := in.arrive(ctx, info.FullMethod, first(md, wire.KeyMD), first(md, wire.EpochMD), first(md, wire.IdempotencyMD))
+	resp, err := handler(ctx, req)
+	in.refused(p, grpcCode(err))
+	return resp, err
+}
+
+func (in *instance) recordStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	ctx, p := in.arrive(ss.Context(), info.FullMethod, first(md, wire.KeyMD), first(md, wire.EpochMD), first(md, wire.IdempotencyMD))
+	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	in.refused(p, grpcCode(err))
+	return err
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// behindUnary and behindStream run behind grpcguard, for admitted requests.
+func (in *instance) behindUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	in.admitted(ctx)
 	resp, err := handler(ctx, req)
 	if err == nil {
 		if ferr := in.runFault(info.FullMethod); ferr != nil {
@@ -294,24 +333,23 @@ func (in *instance) unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 	return resp, err
 }
 
-func (in *instance) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	md, _ := metadata.FromIncomingContext(ss.Context())
-	adm, err := in.admit(ss.Context(), info.FullMethod, first(md, wire.KeyMD), first(md, wire.EpochMD), first(md, wire.IdempotencyMD))
-	if err != nil {
-		return wire.GRPCStatus(err).Err()
-	}
-	defer adm.Release()
+func (in *instance) behindStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	in.admitted(ss.Context())
 	return handler(srv, ss)
 }
 
-func (in *instance) httpGuard(next http.Handler) http.Handler {
+// recordHTTP sits in front of httpguard; behindHTTP behind it.
+func (in *instance) recordHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		adm, err := in.admit(r.Context(), r.Method, r.Header.Get(wire.KeyMD), r.Header.Get(wire.EpochMD), r.Header.Get(wire.IdempotencyMD))
-		if err != nil {
-			wire.WriteHTTP(w, err)
-			return
-		}
-		defer adm.Release()
+		ctx, p := in.arrive(r.Context(), r.Method, r.Header.Get(wire.KeyMD), r.Header.Get(wire.EpochMD), r.Header.Get(wire.IdempotencyMD))
+		next.ServeHTTP(w, r.WithContext(ctx))
+		in.refused(p, cell.Code(w.Header().Get(wire.CodeMD)))
+	})
+}
+
+func (in *instance) behindHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in.admitted(r.Context())
 		if ferr := in.runFault(r.Method); ferr != nil {
 			next.ServeHTTP(httptest.NewRecorder(), r) // applied, answer lost
 			wire.WriteHTTP(w, ferr)
@@ -353,14 +391,27 @@ func (cl *cluster) startInstance(tb *router.Table, c, id string) *instance {
 	g, err := cell.NewGuard(cell.Config{Cell: c, Instance: id, StaleWait: 2 * time.Second, FrozenRetryAfter: 10 * time.Millisecond}, tb, nil)
 	must(t, err)
 	in := &instance{cell: c, id: id, books: cl.books[c], guard: g}
-	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(in.unary), grpc.ChainStreamInterceptor(in.stream))
+	gg, err := grpcguard.New(g, grpcguard.Config{Methods: map[string]grpcguard.Method{
+		testsvc.CreditMethod:    {Kind: cell.Write},
+		testsvc.BalanceMethod:   {Kind: cell.Read},
+		testsvc.StatementMethod: {Kind: cell.Read},
+	}})
+	must(t, err)
+	hg, err := httpguard.New(g, httpguard.Config{Routes: []httpguard.Route{
+		{Pattern: "POST /v1/credit/{key}", Kind: cell.Write},
+		{Pattern: "GET /v1/balance/{key}", Kind: cell.Read},
+	}})
+	must(t, err)
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(in.recordUnary, gg.Unary(), in.behindUnary),
+		grpc.ChainStreamInterceptor(in.recordStream, gg.Stream(), in.behindStream))
 	in.books.Register(gs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	in.grpcAddr = l.Addr().String()
 	go gs.Serve(l)
 	t.Cleanup(gs.Stop)
-	hs := httptest.NewServer(in.httpGuard(in.books.HTTPHandler()))
+	hs := httptest.NewServer(in.recordHTTP(hg.Handler(in.behindHTTP(in.books.HTTPHandler()))))
 	t.Cleanup(hs.Close)
 	in.httpAddr = hs.Listener.Addr().String()
 	cl.insts = append(cl.insts, in)

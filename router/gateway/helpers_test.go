@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -28,7 +27,7 @@ import (
 	"github.com/cellkit/cellkit/cell/grpcguard"
 	"github.com/cellkit/cellkit/cell/httpguard"
 	"github.com/cellkit/cellkit/cell/wire"
-	"github.com/cellkit/cellkit/infra/etcdembed"
+	"github.com/cellkit/cellkit/infra/etcdembed/etcdtest"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/internal/testsvc"
 	"github.com/cellkit/cellkit/router"
@@ -37,20 +36,13 @@ import (
 
 // One embedded etcd for the package; each test has its own cluster prefix.
 var (
-	etcdSrv     *etcdembed.Server
-	etcdCli     *clientv3.Client
-	clusterSeq  atomic.Int64
-	etcdStartMu sync.Mutex
+	etcd       etcdtest.Shared
+	clusterSeq atomic.Int64
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if etcdCli != nil {
-		etcdCli.Close()
-	}
-	if etcdSrv != nil {
-		etcdSrv.Close()
-	}
+	etcd.Close()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
@@ -58,32 +50,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-func etcdClient(t *testing.T) *clientv3.Client {
-	t.Helper()
-	etcdStartMu.Lock()
-	defer etcdStartMu.Unlock()
-	if etcdCli != nil {
-		return etcdCli
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "gateway-etcd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig(dir))
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
-	}
-	cli, err := etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: srv.Endpoints()})
-	if err != nil {
-		srv.Close()
-		t.Fatalf("dial etcd: %v", err)
-	}
-	etcdSrv, etcdCli = srv, cli
-	return cli
 }
 
 func must(t *testing.T, err error) {
@@ -131,17 +97,8 @@ type env struct {
 
 func newEnv(t *testing.T, cfg gateway.Config) *env {
 	t.Helper()
-	cli := etcdClient(t)
-	cluster := fmt.Sprintf("gw%d", clusterSeq.Add(1))
-	store, err := etcdstore.New(cli, etcdstore.Config{Cluster: cluster, Actor: "test", RetryBackoff: 5 * time.Millisecond})
-	must(t, err)
-	tb, err := router.NewTable(256)
-	must(t, err)
-	must(t, tb.AddCell(router.Cell{ID: "a1", IDC: "IDC-A", State: router.StateActive}))
-	must(t, tb.AddCell(router.Cell{ID: "b1", IDC: "IDC-B", State: router.StateActive}))
-	must(t, tb.Assign(router.SlotRange{First: 0, Last: 127}, "a1"))
-	must(t, tb.Assign(router.SlotRange{First: 128, Last: 255}, "b1"))
-	_, err = store.Create(ctxT(t), "test map", tb)
+	store := etcdtest.Store(t, etcd.Client(t), fmt.Sprintf("gw%d", clusterSeq.Add(1)))
+	_, err := store.Create(ctxT(t), "test map", etcdtest.TwoCellMap(t, 256))
 	must(t, err)
 
 	e := &env{t: t, store: store, disc: &router.StaticDiscovery{}, cells: map[string]*backend{}, reg: prometheus.NewRegistry()}
