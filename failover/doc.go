@@ -1,5 +1,17 @@
-// Package failover will move slots between cells. NOT BUILT YET: this file
-// only reserves the package and says what it is for.
+// Package failover moves slots between cells. Built so far: the pure
+// planner (NewPlan). The cutover state machine, its runner, drains and
+// emergency failover are not built yet.
+//
+//	p, err := failover.NewPlan(table, failover.Request{
+//		From: failover.Endpoints{IDCs: []string{"IDC-A"}},
+//		To:   failover.Endpoints{IDCs: []string{"IDC-B"}},
+//	}) // stages whitelist, 1/256, 1/8, 1/4, 1/2, 1
+//
+// Plans are deterministic. Each stage adds whole blocks of slots (one slot
+// at 1024 slots, 64 at 65536), taken in bit-reversed block order so every
+// stage is spread over the slot space while the map stays a few KiB; targets
+// are balanced by slot count; the whitelist stage moves exactly the canary
+// keys, each to the target its slot will go to.
 //
 // A planned cutover moves a set of slots in stages (whitelisted users, then
 // 1/256, 1/8, 1/4, 1/2, all). Each stage freezes the slots, waits for every
