@@ -65,7 +65,12 @@
 // goroutine; a connection whose request is anything else is handed, with
 // the bytes already read, to net/http's server and ReverseProxy, which
 // serve it from then on. This doubles throughput over net/http alone (see
-// docs/benchmarks.md); HTTPConfig.StdServer turns it off. One difference:
+// docs/benchmarks.md); HTTPConfig.StdServer turns it off. The common request
+// and response heads are read by a parser stricter than net/http's (what it
+// accepts, net/http reads the same way; FuzzHeadParser checks it), the rest
+// by net/http. Heads whose framing could be read two ways are refused with
+// 400 and the connection closed: Content-Length with Transfer-Encoding,
+// several or malformed Content-Lengths, folded lines, no Host or two. One difference:
 // on the plain path a client that hangs up while its request is held for a
 // frozen slot keeps its place until the flip or the buffer timeout.
 //

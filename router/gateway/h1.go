@@ -163,7 +163,19 @@ func (pc *h1Conn) do(ctx context.Context, req *http.Request, p *h1Pool) (_ *http
 		return fail(err)
 	}
 	for {
-		resp, err := http.ReadResponse(pc.br, req)
+		var resp *http.Response
+		var err error
+		if head := peekHead(pc.br); head != nil {
+			if r, ok := parseRespHead(head, req.Method); ok {
+				_, _ = pc.br.Discard(len(head))
+				r.Request = req
+				r.Body = &fixedBody{r: io.LimitedReader{R: pc.br, N: r.ContentLength}}
+				resp = r
+			}
+		}
+		if resp == nil {
+			resp, err = http.ReadResponse(pc.br, req)
+		}
 		if err != nil {
 			sent = !errors.Is(err, io.EOF) // io.EOF: not a byte of answer
 			return fail(err)

@@ -144,15 +144,15 @@ func (s *h1Server) serveConn(sc *srvConn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Now().Add(s.headTime))
-		if !plainRequest(br) {
+		req, ok := s.readHead(br)
+		if req == nil {
+			if !ok {
+				_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\n\r\nbad request")
+				return
+			}
 			buffered, _ := br.Peek(br.Buffered())
 			_ = c.SetReadDeadline(time.Time{})
 			handedOff = s.handoff.give(&prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), c)})
-			return
-		}
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\n\r\nbad request")
 			return
 		}
 		req.RemoteAddr = remote
@@ -182,21 +182,108 @@ func (s *h1Server) serveOne(w *h1Writer, req *http.Request) (ok bool) {
 	return w.finish() == nil
 }
 
-// plainRequest reports whether the buffered request head is one the plain
-// path serves. It reads no further than the head (peeking more only when
-// the head is not complete in the buffer yet).
-func plainRequest(br *bufio.Reader) bool {
-	var head []byte
-	for n := max(br.Buffered(), 1); ; n = min(2*n, br.Size()) {
-		b, err := br.Peek(n)
-		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-			head = b[:i+2]
-			break
+// readHead reads the next request on the plain path. nil and true: hand
+// the connection to net/http (the request is not plain, or its head does
+// not fit in the buffer); nil and false: answer 400 and close.
+func (s *h1Server) readHead(br *bufio.Reader) (*http.Request, bool) {
+	head := peekHead(br)
+	if head == nil {
+		return nil, true // an oversize or broken head: net/http answers it
+	}
+	req, v := parseHead(head)
+	switch v {
+	case headFast:
+		_, _ = br.Discard(len(head))
+		if req.ContentLength > 0 {
+			req.Body = &fixedBody{r: io.LimitedReader{R: br, N: req.ContentLength}}
 		}
-		if err != nil || n == br.Size() {
-			return false // an oversize or broken head: net/http answers it
+		return req, true
+	case headBad:
+		return nil, false
+	case headStd:
+		return nil, !ambiguousFraming(head)
+	}
+	if !plainRequest(head) {
+		return nil, true
+	}
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, false
+	}
+	// What net/http's server checks beyond http.ReadRequest: a Host in
+	// HTTP/1.1, valid header names and values.
+	if req.Host == "" {
+		return nil, false
+	}
+	for k, vv := range req.Header {
+		if !validFieldName(k) {
+			return nil, false
+		}
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return nil, false
+			}
 		}
 	}
+	return req, true
+}
+
+// peekHead returns the buffered head of a message, through its empty line,
+// waiting for more bytes only while it is not complete in the buffer; nil
+// when it does not fit in the buffer or the connection broke.
+func peekHead(br *bufio.Reader) []byte {
+	from := 0
+	for n := max(br.Buffered(), 1); ; {
+		b, err := br.Peek(n)
+		if end := headEnd(b, from); end > 0 {
+			return b[:end]
+		}
+		if err != nil || len(b) == br.Size() {
+			return nil
+		}
+		from = max(len(b)-3, 0)
+		// Take what is buffered already; else wait for one more byte
+		// (which brings whatever else has arrived).
+		n = max(br.Buffered(), len(b)+1)
+	}
+}
+
+// headEnd returns the length of the head in b (through its empty line,
+// which ends in CRLF or, for net/http's sake, in LF alone), searching from
+// from on; 0 when b holds no complete head.
+func headEnd(b []byte, from int) int {
+	for i := from; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+// fixedBody is the body of a request parsed by parseHead.
+type fixedBody struct{ r io.LimitedReader }
+
+func (b *fixedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF && b.r.N > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *fixedBody) Close() error { return nil }
+
+// plainRequest reports whether a request head that parseHead left to
+// net/http is one the plain path serves (http.ReadRequest parses it).
+func plainRequest(head []byte) bool {
+	head = head[:len(head)-2]
 	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 	if !bytes.HasSuffix(line, []byte(" HTTP/1.1")) {
 		return false

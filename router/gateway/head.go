@@ -1,0 +1,442 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// headVerdict is what parseHead makes of a request head.
+type headVerdict int
+
+const (
+	// headSlow: not for the fast parser; net/http's parser decides (on the
+	// plain path or after a hand-off), as it did before the fast parser.
+	headSlow headVerdict = iota
+	// headFast: parsed; the request is plain and unambiguous.
+	headFast
+	// headStd: a head with a bare CR or LF: net/http's server, which reads
+	// lines ending in LF alone, serves the connection from then on.
+	headStd
+	// headBad: a request to refuse (400, connection closed): ambiguous
+	// framing (Content-Length with Transfer-Encoding, several or malformed
+	// Content-Lengths), obsolete line folding, a missing or repeated Host.
+	headBad
+)
+
+// parseHead parses a request head (the request line and the header lines,
+// each ending in CRLF, and the empty line) when it is the common, plain
+// kind: "METHOD /path[?query] HTTP/1.1", token header names, values of
+// visible ASCII, SP and HTAB, exactly one Host, at most one Content-Length
+// of at most h1MaxBody, and no Transfer-Encoding, Upgrade, Expect, Trailer
+// or Pragma. It is stricter than net/http's parser: whatever it accepts,
+// http.ReadRequest plus the checks of net/http's server accept too, with
+// the same method, target, Host, headers and body length (FuzzHeadParser
+// checks this). Anything else is headSlow, except framing that could be
+// read two ways (request smuggling), which is headBad.
+//
+// It allocates one string for the whole head; the method, target, header
+// names (when canonical already) and values are substrings of it.
+func parseHead(head []byte) (*http.Request, headVerdict) {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) || head[0] == '\r' || head[0] == '\n' {
+		return nil, headStd // LF line ends, or empty lines before the request
+	}
+	// A bare CR or LF anywhere: net/http reads lines ending in LF alone, so
+	// only it may decide what such a head means.
+	for i := 0; i < len(head); {
+		j := bytes.IndexAny(head[i:], "\r\n")
+		if j < 0 {
+			break
+		}
+		i += j
+		if head[i] != '\r' || i+1 >= len(head) || head[i+1] != '\n' {
+			return nil, headStd
+		}
+		i += 2
+	}
+	s := string(head[:len(head)-2]) // every line ends in CRLF
+	eol := strings.Index(s, "\r\n")
+	line := s[:eol]
+	s = s[eol+2:]
+
+	// Request line: METHOD SP origin-form SP HTTP/1.1, single spaces.
+	// Anything else is headSlow, decided after the header lines were
+	// checked for ambiguous framing.
+	var u *url.URL
+	var method, target string
+	slow := true
+	if sp := strings.IndexByte(line, ' '); sp > 0 && sp < len(line)-len(" HTTP/1.1") && strings.HasSuffix(line, " HTTP/1.1") {
+		method, target = line[:sp], line[sp+1:len(line)-len(" HTTP/1.1")]
+		u, slow = originForm(target)
+		slow = !slow
+		for i := 0; i < len(method); i++ {
+			if c := method[i]; c < 'A' || c > 'Z' {
+				slow = true
+			}
+		}
+	}
+
+	// Header lines. Count them first to size the map and the values.
+	n := strings.Count(s, "\r\n")
+	h := make(http.Header, n)
+	vals := make([]string, n)
+	var host, cl, conn string
+	nhost, ncl := 0, 0
+	te := false
+	for s != "" {
+		eol := strings.Index(s, "\r\n")
+		hl := s[:eol]
+		s = s[eol+2:]
+		if hl == "" {
+			return nil, headSlow
+		}
+		if hl[0] == ' ' || hl[0] == '\t' {
+			return nil, headBad // obs-fold (RFC 9112 5.2)
+		}
+		colon := strings.IndexByte(hl, ':')
+		if colon <= 0 {
+			return nil, headSlow
+		}
+		name, value := hl[:colon], trimOWS(hl[colon+1:])
+		canon := true
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if !isTokenByte(c) {
+				return nil, headSlow
+			}
+			upper := i == 0 || name[i-1] == '-'
+			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+				canon = false
+			}
+		}
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return nil, headSlow
+			}
+		}
+		if !canon {
+			name = http.CanonicalHeaderKey(name)
+		}
+		switch name {
+		case "Host":
+			nhost++
+			host = value
+			continue // net/http's server takes Host out of the header
+		case "Content-Length":
+			ncl++
+			cl = value
+		case "Transfer-Encoding":
+			te = true
+		case "Connection":
+			if conn == "" {
+				conn = value
+			} else {
+				conn += "," + value
+			}
+		case "Upgrade", "Expect", "Trailer", "Pragma":
+			slow = true
+		}
+		if vv := h[name]; vv != nil {
+			h[name] = append(vv, value)
+		} else {
+			vals[0] = value
+			h[name] = vals[:1:1]
+			vals = vals[1:]
+		}
+	}
+	if nhost != 1 || ncl > 1 || te && ncl > 0 {
+		return nil, headBad // RFC 9112 3.2, 6.1, 6.3
+	}
+	length := int64(0)
+	if ncl == 1 {
+		if cl == "" {
+			return nil, headBad
+		}
+		for i := 0; i < len(cl); i++ {
+			if c := cl[i]; c < '0' || c > '9' {
+				return nil, headBad // signed, spaced, hex or not a number
+			}
+		}
+		if len(cl) > 7 {
+			return nil, headSlow // more than h1MaxBody: net/http streams it
+		}
+		for i := 0; i < len(cl); i++ {
+			length = length*10 + int64(cl[i]-'0')
+		}
+		if length > h1MaxBody {
+			return nil, headSlow
+		}
+	}
+	if te || slow || !validHost(host) {
+		return nil, headSlow
+	}
+	req := &http.Request{
+		Method: method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: length, Host: host, RequestURI: target,
+		Close: hasToken(conn, "close"), Body: http.NoBody,
+	}
+	return req, headFast
+}
+
+// originForm parses a request target of the plain kind: a path of
+// characters that need no escaping (so that url.ParseRequestURI leaves it
+// as it is: no RawPath), then an optional non-empty query of visible ASCII
+// other than '#'.
+func originForm(t string) (*url.URL, bool) {
+	if t == "" || t[0] != '/' {
+		return nil, false
+	}
+	path, query, hasQuery := strings.Cut(t, "?")
+	for i := 0; i < len(path); i++ {
+		if !isPathByte(path[i]) {
+			return nil, false
+		}
+	}
+	if hasQuery {
+		if query == "" {
+			return nil, false
+		}
+		for i := 0; i < len(query); i++ {
+			if c := query[i]; c <= ' ' || c >= 0x7f || c == '#' {
+				return nil, false
+			}
+		}
+	}
+	return &url.URL{Path: path, RawQuery: query}, true
+}
+
+func isPathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', '$', '&', '+', ',', '/', ':', ';', '=', '@':
+		return true
+	}
+	return false
+}
+
+// validHost accepts a host[:port] of letters, digits and . - _ : [ ]
+// (a subset of what net/http's server accepts).
+func validHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == '_', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isTokenByte reports whether c may appear in a header name (RFC 9110
+// 5.6.2 tchar).
+func isTokenByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func trimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// hasToken reports whether the comma-separated list v holds token
+// (case-insensitively), as net/http reads the Connection header.
+func hasToken(v, token string) bool {
+	for v != "" {
+		var f string
+		f, v, _ = strings.Cut(v, ",")
+		if strings.EqualFold(trimOWS(f), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRespHead parses a response head from a cell (the status line, the
+// header lines and the empty line, each ending in CRLF) when it is the
+// common kind: "HTTP/1.1 NNN reason", a final status other than 204 and
+// 304, token header names, values of visible ASCII, SP and HTAB, exactly
+// one Content-Length and no Transfer-Encoding or Trailer, to a request
+// other than HEAD. Anything else is left to http.ReadResponse (false).
+// Whatever it accepts, http.ReadResponse reads the same way.
+func parseRespHead(head []byte, method string) (*http.Response, bool) {
+	if method == http.MethodHead || !bytes.HasSuffix(head, []byte("\r\n\r\n")) || len(head) < len("HTTP/1.1 200 \r\n\r\n") {
+		return nil, false
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 ")) {
+		return nil, false
+	}
+	for i := 0; i < len(head); {
+		j := bytes.IndexAny(head[i:], "\r\n")
+		if j < 0 {
+			break
+		}
+		i += j
+		if head[i] != '\r' || i+1 >= len(head) || head[i+1] != '\n' {
+			return nil, false
+		}
+		i += 2
+	}
+	s := string(head[:len(head)-2])
+	eol := strings.Index(s, "\r\n")
+	line := s[:eol]
+	s = s[eol+2:]
+	if len(line) < len("HTTP/1.1 200") {
+		return nil, false
+	}
+	c0, c1, c2 := line[9], line[10], line[11]
+	if c0 < '2' || c0 > '9' || c1 < '0' || c1 > '9' || c2 < '0' || c2 > '9' || len(line) > 12 && line[12] != ' ' {
+		return nil, false
+	}
+	code := int(c0-'0')*100 + int(c1-'0')*10 + int(c2-'0')
+	if code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil, false
+	}
+	status := line[9:]
+	for i := 0; i < len(status); i++ {
+		if c := status[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return nil, false
+		}
+	}
+	n := strings.Count(s, "\r\n")
+	h := make(http.Header, n)
+	vals := make([]string, n)
+	var cl, conn string
+	ncl := 0
+	for s != "" {
+		eol := strings.Index(s, "\r\n")
+		hl := s[:eol]
+		s = s[eol+2:]
+		if hl == "" || hl[0] == ' ' || hl[0] == '\t' {
+			return nil, false
+		}
+		colon := strings.IndexByte(hl, ':')
+		if colon <= 0 {
+			return nil, false
+		}
+		name, value := hl[:colon], trimOWS(hl[colon+1:])
+		canon := true
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if !isTokenByte(c) {
+				return nil, false
+			}
+			upper := i == 0 || name[i-1] == '-'
+			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+				canon = false
+			}
+		}
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return nil, false
+			}
+		}
+		if !canon {
+			name = http.CanonicalHeaderKey(name)
+		}
+		switch name {
+		case "Content-Length":
+			ncl++
+			cl = value
+		case "Transfer-Encoding", "Trailer":
+			return nil, false
+		case "Connection":
+			if conn == "" {
+				conn = value
+			} else {
+				conn += "," + value
+			}
+		}
+		if vv := h[name]; vv != nil {
+			h[name] = append(vv, value)
+		} else {
+			vals[0] = value
+			h[name] = vals[:1:1]
+			vals = vals[1:]
+		}
+	}
+	if ncl != 1 || cl == "" || len(cl) > 18 {
+		return nil, false
+	}
+	length := int64(0)
+	for i := 0; i < len(cl); i++ {
+		c := cl[i]
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		length = length*10 + int64(c-'0')
+	}
+	closing := hasToken(conn, "close")
+	if closing {
+		delete(h, "Connection") // as http.ReadResponse does
+	}
+	return &http.Response{
+		Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: length, Close: closing,
+	}, true
+}
+
+// ambiguousFraming reports whether a head that net/http is to read (lines
+// may end in LF alone) has both Content-Length and Transfer-Encoding, or a
+// folded line: those are refused rather than handed to net/http, which
+// would let Transfer-Encoding win and unfold lines.
+func ambiguousFraming(head []byte) bool {
+	_, rest, _ := bytes.Cut(head, []byte("\n"))
+	cl, te := false, false
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return true
+		}
+		name, _, _ := bytes.Cut(line, []byte(":"))
+		name = bytes.TrimRight(name, " \t")
+		cl = cl || equalFold(name, "content-length")
+		te = te || equalFold(name, "transfer-encoding")
+	}
+	return cl && te
+}
+
+// validFieldName and validFieldValue are what net/http's server requires
+// of header names and values.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !isTokenByte(k[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func validFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
