@@ -94,29 +94,9 @@ func parseHead(head []byte) (*http.Request, headVerdict) {
 		if hl[0] == ' ' || hl[0] == '\t' {
 			return nil, headBad // obs-fold (RFC 9112 5.2)
 		}
-		colon := strings.IndexByte(hl, ':')
-		if colon <= 0 {
+		name, value, ok := headerField(hl)
+		if !ok {
 			return nil, headSlow
-		}
-		name, value := hl[:colon], trimOWS(hl[colon+1:])
-		canon := true
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if !isTokenByte(c) {
-				return nil, headSlow
-			}
-			upper := i == 0 || name[i-1] == '-'
-			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-				canon = false
-			}
-		}
-		for i := 0; i < len(value); i++ {
-			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
-				return nil, headSlow
-			}
-		}
-		if !canon {
-			name = http.CanonicalHeaderKey(name)
 		}
 		switch name {
 		case "Host":
@@ -327,29 +307,9 @@ func parseRespHead(head []byte, method string) (*http.Response, bool) {
 		if hl == "" || hl[0] == ' ' || hl[0] == '\t' {
 			return nil, false
 		}
-		colon := strings.IndexByte(hl, ':')
-		if colon <= 0 {
+		name, value, ok := headerField(hl)
+		if !ok {
 			return nil, false
-		}
-		name, value := hl[:colon], trimOWS(hl[colon+1:])
-		canon := true
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if !isTokenByte(c) {
-				return nil, false
-			}
-			upper := i == 0 || name[i-1] == '-'
-			if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-				canon = false
-			}
-		}
-		for i := 0; i < len(value); i++ {
-			if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
-				return nil, false
-			}
-		}
-		if !canon {
-			name = http.CanonicalHeaderKey(name)
 		}
 		switch name {
 		case "Content-Length":
@@ -439,4 +399,36 @@ func validFieldValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// headerField splits one header line into its canonical name and its value
+// without surrounding whitespace. ok is false for a line the fast paths do
+// not take: no name, a name with a non-token byte, or a value with a control
+// character other than tab.
+func headerField(hl string) (name, value string, ok bool) {
+	colon := strings.IndexByte(hl, ':')
+	if colon <= 0 {
+		return "", "", false
+	}
+	name, value = hl[:colon], trimOWS(hl[colon+1:])
+	canon := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !isTokenByte(c) {
+			return "", "", false
+		}
+		upper := i == 0 || name[i-1] == '-'
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canon = false
+		}
+	}
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return "", "", false
+		}
+	}
+	if !canon {
+		name = http.CanonicalHeaderKey(name)
+	}
+	return name, value, true
 }
