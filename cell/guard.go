@@ -93,6 +93,8 @@ type generation struct {
 	// generations hold back the ack of this epoch.
 	blocked    []bool
 	superseded atomic.Bool
+	// selfFenced: the map marks this cell fenced at this epoch.
+	selfFenced bool
 }
 
 // Guard decides, inside a cell, whether this instance may serve a request
@@ -137,6 +139,9 @@ func NewGuard(cfg Config, t *router.Table, fence *Fence) (*Guard, error) {
 func newGeneration(t *router.Table, self string) *generation {
 	n := t.SlotCount()
 	g := &generation{table: t, inflight: make([]atomic.Int32, n), blocked: make([]bool, n)}
+	if c, ok := t.Cell(self); ok && c.State == router.StateFenced {
+		g.selfFenced = true
+	}
 	for s := 0; s < n; s++ {
 		_, frozen := t.SlotFrozen(s)
 		g.blocked[s] = frozen || t.SlotOwner(s) != self
@@ -244,7 +249,7 @@ func (g *Guard) Admit(ctx context.Context, key string, kind Kind, reqEpoch uint6
 		gen := g.cur.Load()
 		t := gen.table
 		r := t.Lookup(key)
-		if err := g.decide(key, kind, r, t); err != nil {
+		if err := g.decide(key, kind, r, gen); err != nil {
 			return Admission{}, err
 		}
 		a := Admission{Key: key, Kind: kind, Epoch: t.Epoch(), Slot: r.Slot}
@@ -276,9 +281,9 @@ func (g *Guard) Admit(ctx context.Context, key string, kind Kind, reqEpoch uint6
 // decide applies the rules: a cell fenced in the map admits nothing; only
 // the owner serves a key; a frozen key takes no writes (its owner still
 // serves reads: no write can change what they see until the flip).
-func (g *Guard) decide(key string, kind Kind, r router.Route, t *router.Table) error {
-	self, ok := t.Cell(g.cfg.Cell)
-	if ok && self.State == router.StateFenced {
+func (g *Guard) decide(key string, kind Kind, r router.Route, gen *generation) error {
+	t := gen.table
+	if gen.selfFenced {
 		return &FencedError{Cell: g.cfg.Cell, Instance: g.cfg.Instance, Reason: fmt.Sprintf("cell marked fenced in the map at epoch %d", t.Epoch())}
 	}
 	if r.Cell == nil || r.Cell.ID != g.cfg.Cell {
