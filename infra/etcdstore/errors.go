@@ -21,6 +21,7 @@ var (
 	ErrTooLarge     = errors.New("change too large for one etcd request")
 	ErrCorruptMap   = errors.New("map in etcd is corrupt or invalid")
 	ErrAuditCorrupt = errors.New("audit record is corrupt")
+	ErrGuardFailed  = errors.New("a condition of the update no longer holds")
 )
 
 // CorruptMapError says the stored map could not be used.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,24 @@ type AuditRecord struct {
 // written. If fn changes nothing, Update returns the current table and
 // ErrNoChange.
 func (s *Store) Update(ctx context.Context, reason string, fn func(*router.Table) error) (*router.Table, error) {
+	return s.UpdateGuarded(ctx, reason, fn, Guard{})
+}
+
+// Guard adds conditions and writes to the transaction of an update: how a
+// cutover runner makes its map edits conditional on still holding the
+// cutover lock and stores its workflow record atomically with them.
+type Guard struct {
+	// If are extra conditions of the transaction. When one fails the update
+	// fails with ErrGuardFailed (it is not retried).
+	If []clientv3.Cmp
+	// Then returns extra writes for the transaction, given the table about
+	// to be written.
+	Then func(next *router.Table) ([]clientv3.Op, error)
+}
+
+// UpdateGuarded is Update with g's conditions and writes in the same
+// transaction as the map.
+func (s *Store) UpdateGuarded(ctx context.Context, reason string, fn func(*router.Table) error, g Guard) (*router.Table, error) {
 	if strings.TrimSpace(reason) == "" {
 		return nil, ErrNoReason
 	}
@@ -188,9 +207,21 @@ func (s *Store) Update(ctx context.Context, reason string, fn func(*router.Table
 		if diff.Empty() {
 			return cur, false, ErrNoChange
 		}
-		ok, err := s.write(ctx, "update", reason, next, diff, clientv3.Compare(clientv3.ModRevision(s.keys.Map()), "=", modRev))
+		var extra []clientv3.Op
+		if g.Then != nil {
+			if extra, err = g.Then(next); err != nil {
+				return nil, false, err
+			}
+		}
+		conds := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keys.Map()), "=", modRev)}, g.If...)
+		ok, err := s.write(ctx, "update", reason, next, diff, conds, extra)
 		if err != nil {
 			return nil, false, err
+		}
+		if !ok && len(g.If) > 0 {
+			if held, err := s.cli.Txn(ctx).If(g.If...).Commit(); err == nil && !held.Succeeded {
+				return nil, false, fmt.Errorf("etcdstore: update to epoch %d: %w", next.Epoch(), ErrGuardFailed)
+			}
 		}
 		return next, ok, nil
 	})
@@ -234,7 +265,7 @@ func (s *Store) Create(ctx context.Context, reason string, t *router.Table) (*ro
 	if err := next.Validate(); err != nil {
 		return nil, fmt.Errorf("etcdstore: create refused: %w", err)
 	}
-	ok, err := s.write(ctx, "create", reason, next, router.Compare(nil, next), clientv3.Compare(clientv3.CreateRevision(s.keys.Map()), "=", 0))
+	ok, err := s.write(ctx, "create", reason, next, router.Compare(nil, next), []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.keys.Map()), "=", 0)}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +312,7 @@ func (s *Store) Replace(ctx context.Context, reason string, t *router.Table) (*r
 		if err := next.Validate(); err != nil {
 			return nil, false, fmt.Errorf("etcdstore: replace refused: %w", err)
 		}
-		ok, err := s.write(ctx, "replace", reason, next, router.Compare(prev, next), cmp)
+		ok, err := s.write(ctx, "replace", reason, next, router.Compare(prev, next), []clientv3.Cmp{cmp}, nil)
 		if err != nil {
 			return nil, false, err
 		}
@@ -289,9 +320,10 @@ func (s *Store) Replace(ctx context.Context, reason string, t *router.Table) (*r
 	})
 }
 
-// write puts the map and its audit record in one transaction guarded by cond
-// and by the audit key being new. It reports whether the transaction applied.
-func (s *Store) write(ctx context.Context, op, reason string, next *router.Table, diff router.Diff, cond clientv3.Cmp) (bool, error) {
+// write puts the map and its audit record (and any extra writes) in one
+// transaction guarded by conds and by the audit key being new. It reports
+// whether the transaction applied.
+func (s *Store) write(ctx context.Context, op, reason string, next *router.Table, diff router.Diff, conds []clientv3.Cmp, extra []clientv3.Op) (bool, error) {
 	data, err := router.Encode(next)
 	if err != nil {
 		return false, err
@@ -315,8 +347,8 @@ func (s *Store) write(ctx context.Context, op, reason string, next *router.Table
 	}
 	auditKey := s.keys.Audit(next.Epoch())
 	resp, err := s.cli.Txn(ctx).
-		If(cond, clientv3.Compare(clientv3.CreateRevision(auditKey), "=", 0)).
-		Then(clientv3.OpPut(s.keys.Map(), string(data)), clientv3.OpPut(auditKey, string(recData))).
+		If(append(slices.Clone(conds), clientv3.Compare(clientv3.CreateRevision(auditKey), "=", 0))...).
+		Then(append([]clientv3.Op{clientv3.OpPut(s.keys.Map(), string(data)), clientv3.OpPut(auditKey, string(recData))}, extra...)...).
 		Else(clientv3.OpGet(auditKey, clientv3.WithCountOnly())).
 		Commit()
 	if err != nil {
@@ -328,7 +360,7 @@ func (s *Store) write(ctx context.Context, op, reason string, next *router.Table
 	if r := resp.Responses[0].GetResponseRange(); r != nil && r.Count > 0 {
 		// The map may have lost the race too; only a stable map revision
 		// proves the audit key itself is the obstacle.
-		if still, _ := s.cli.Txn(ctx).If(cond).Commit(); still != nil && still.Succeeded {
+		if still, _ := s.cli.Txn(ctx).If(conds...).Commit(); still != nil && still.Succeeded {
 			return false, fmt.Errorf("etcdstore: write epoch %d (%s): %w", next.Epoch(), auditKey, ErrAuditExists)
 		}
 	}

@@ -1,0 +1,166 @@
+package etcdcutover
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cellkit/cellkit/infra/etcdcell"
+	"github.com/cellkit/cellkit/infra/etcdstore"
+)
+
+// Settings are cluster-wide settings, stored at /cellkit/<cluster>/settings.
+type Settings struct {
+	// SelfFencing says every guard of the cluster fences itself when it
+	// cannot renew its lease (etcdcell's default). With it off, an expired
+	// lease does not prove a lost IDC stopped writing, so an emergency
+	// failover needs the operator to confirm the IDC is down.
+	SelfFencing bool `json:"selfFencing"`
+}
+
+// DefaultSettings are the settings of a cluster that stored none.
+func DefaultSettings() Settings { return Settings{SelfFencing: true} }
+
+func settingsKey(k etcdstore.Keys) string { return k.Prefix + "settings" }
+
+// LoadSettings reads the cluster's settings (DefaultSettings when none are
+// stored). A corrupt document is an error, never the defaults.
+func LoadSettings(ctx context.Context, cli *clientv3.Client, cluster string) (Settings, error) {
+	if err := etcdstore.CheckCluster(cluster); err != nil {
+		return Settings{}, err
+	}
+	key := settingsKey(etcdstore.KeysFor(cluster))
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return Settings{}, fmt.Errorf("etcdcutover: get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return DefaultSettings(), nil
+	}
+	var s Settings
+	dec := json.NewDecoder(bytesReader(resp.Kvs[0].Value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return Settings{}, fmt.Errorf("etcdcutover: %s is corrupt: %v: %w", key, err, ErrBadConfig)
+	}
+	return s, nil
+}
+
+// SaveSettings stores the cluster's settings.
+func SaveSettings(ctx context.Context, cli *clientv3.Client, cluster string, s Settings) error {
+	if err := etcdstore.CheckCluster(cluster); err != nil {
+		return err
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	key := settingsKey(etcdstore.KeysFor(cluster))
+	if _, err := cli.Put(ctx, key, string(data)); err != nil {
+		return fmt.Errorf("etcdcutover: put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Alive returns the guard instances of cells that show signs of life over
+// window: their ack moved to a newer epoch, or their lease was renewed (its
+// time-to-live went up). An instance of a lost IDC shows neither; its
+// lease only counts down. Instances whose lease is gone are not listed.
+func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []string, window time.Duration) ([]etcdcell.Ack, error) {
+	acks, err := etcdcell.NewAcks(cli, cluster)
+	if err != nil {
+		return nil, err
+	}
+	type seen struct {
+		ack etcdcell.Ack
+		ttl int64
+	}
+	first := map[string]seen{}
+	sample := func() (map[string]seen, error) {
+		list, _, err := acks.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]seen{}
+		for _, a := range list {
+			if !slices.Contains(cells, a.Cell) {
+				continue
+			}
+			s := seen{ack: a, ttl: -1}
+			if a.Lease != 0 {
+				if r, err := cli.TimeToLive(ctx, a.Lease); err == nil {
+					s.ttl = r.TTL
+				}
+			}
+			out[a.Cell+"/"+a.Instance] = s
+		}
+		return out, nil
+	}
+	if first, err = sample(); err != nil {
+		return nil, err
+	}
+	alive := map[string]etcdcell.Ack{}
+	deadline := time.Now().Add(window)
+	for time.Now().Before(deadline) {
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		now, err := sample()
+		if err != nil {
+			return nil, err
+		}
+		for name, s := range now {
+			f, ok := first[name]
+			switch {
+			case !ok: // a new registration: alive
+				alive[name] = s.ack
+			case s.ack.Epoch > f.ack.Epoch || s.ack.Revision != f.ack.Revision:
+				alive[name] = s.ack
+			case s.ttl > f.ttl && f.ttl >= 0:
+				alive[name] = s.ack
+			}
+			if s.ttl >= 0 && (f.ttl < 0 || s.ttl < f.ttl) {
+				// Keep the lowest TTL seen, so a renewal after a
+				// countdown shows as a rise.
+				f.ttl = s.ttl
+				first[name] = f
+			}
+		}
+	}
+	out := make([]etcdcell.Ack, 0, len(alive))
+	for _, a := range alive {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(x, y etcdcell.Ack) int {
+		if x.Cell != y.Cell {
+			if x.Cell < y.Cell {
+				return -1
+			}
+			return 1
+		}
+		if x.Instance < y.Instance {
+			return -1
+		}
+		if x.Instance > y.Instance {
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// ErrAlive is returned by an emergency failover whose source cells still
+// show live guards: they are alive, so a planned cutover is the tool.
+var ErrAlive = errors.New("the source cells' guards are alive")
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
