@@ -22,9 +22,10 @@ type Barrier struct {
 	Acked    int      `json:"acked"`
 	Expected int      `json:"expected"`
 	Pending  []string `json:"pending,omitempty"` // cell/instance@epoch of those not acked yet
-	// LeaseLeft is the longest time-to-live left among the pending
-	// instances' leases: when it runs out they have fenced themselves and
-	// drop out of the barrier (the countdown of an emergency failover).
+	// LeaseLeft bounds the time-to-live left of the pending instances'
+	// leases (etcd counts whole seconds: they expire within it): when it
+	// runs out they have fenced themselves and drop out of the barrier
+	// (the countdown of an emergency failover).
 	LeaseLeft time.Duration `json:"leaseLeft,omitempty"`
 }
 

@@ -301,8 +301,10 @@ func (c *Control) barrier(ctx context.Context, epoch uint64) (failover.Barrier, 
 		}
 		b.Pending = append(b.Pending, fmt.Sprintf("%s/%s@%d", a.Cell, a.Instance, a.Epoch))
 		if a.Lease != 0 {
-			if ttl, err := c.cli.TimeToLive(ctx, a.Lease); err == nil && ttl.TTL > 0 {
-				b.LeaseLeft = max(b.LeaseLeft, time.Duration(ttl.TTL)*time.Second)
+			// etcd floors the time-to-live to whole seconds: report
+			// the bound it expires within.
+			if ttl, err := c.cli.TimeToLive(ctx, a.Lease); err == nil && ttl.TTL >= 0 {
+				b.LeaseLeft = max(b.LeaseLeft, time.Duration(ttl.TTL+1)*time.Second)
 			}
 		}
 	}

@@ -42,7 +42,7 @@ func (p *progressLog) add(pr failover.Progress) {
 // window (freeze applied → flip applied) of each stage.
 func TestStagedMoveUnderLoad(t *testing.T) {
 	canaries := []string{"canary-alice", "canary-bob"}
-	l := newLab(t, fourCells(t, canaries...), nil)
+	l := newLab(t, fourCells(t, canaries...), labConfig{})
 	p := plan(t, l.orig, "")
 	// Three writes in four go to keys of the stage moving now.
 	ld := l.startLoad(16, append(users(400), canaries...))
@@ -123,7 +123,7 @@ var errKilled = errors.New("runner killed by the test")
 func TestRunnerKilledAtEachStepResumes(t *testing.T) {
 	for _, step := range []failover.StepName{failover.StepFreeze, failover.StepBarrier, failover.StepData, failover.StepFlip, failover.StepVerify} {
 		t.Run(string(step), func(t *testing.T) {
-			l := newLab(t, fourCells(t), nil)
+			l := newLab(t, fourCells(t), labConfig{})
 			ld := l.startLoad(4, users(100))
 			waitPaid(t, ld, 50)
 			p := plan(t, l.orig, "1/256,1/8,1")
@@ -191,7 +191,7 @@ func (g failGate) Check(_ context.Context, in failover.GateInput) failover.GateR
 // rolls that stage back with the same protocol in reverse; earlier stages
 // stay moved and nothing is left frozen.
 func TestGateFailureRollsBackStage(t *testing.T) {
-	l := newLab(t, fourCells(t), nil)
+	l := newLab(t, fourCells(t), labConfig{})
 	ld := l.startLoad(4, users(100))
 	waitPaid(t, ld, 50)
 	p := plan(t, l.orig, "1/256,1/8,1")
@@ -232,7 +232,7 @@ func TestGateFailureRollsBackStage(t *testing.T) {
 // failed with the pending instance named, and a resume once the write
 // finished completes the move.
 func TestBarrierTimeoutUnfreezes(t *testing.T) {
-	l := newLab(t, fourCells(t), nil)
+	l := newLab(t, fourCells(t), labConfig{})
 	p := plan(t, l.orig, "1/256,1")
 	first := p.Stages[0].Moves[0]
 	key := keyIn(first.First)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -69,19 +70,23 @@ func SaveSettings(ctx context.Context, cli *clientv3.Client, cluster string, s S
 }
 
 // Alive returns the guard instances of cells that show signs of life over
-// window: their ack moved to a newer epoch, or their lease was renewed (its
-// time-to-live went up). An instance of a lost IDC shows neither; its
-// lease only counts down. Instances whose lease is gone are not listed.
+// window: an ack that moves to a newer epoch, a lease whose time-to-live
+// goes up (a renewal), or a lease that outlives its granted TTL counted
+// from the first look. A lost IDC's leases only count down and expire.
+// etcd reports time-to-live in whole seconds, so a window of at least the
+// lease TTL plus a second is a definitive answer; a shorter one catches
+// the renewals of leases of 3s or more. Instances whose lease is gone are
+// not listed.
 func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []string, window time.Duration) ([]etcdcell.Ack, error) {
 	acks, err := etcdcell.NewAcks(cli, cluster)
 	if err != nil {
 		return nil, err
 	}
 	type seen struct {
-		ack etcdcell.Ack
-		ttl int64
+		ack     etcdcell.Ack
+		granted time.Duration
+		ttl     int64 // lowest time-to-live seen, whole seconds
 	}
-	first := map[string]seen{}
 	sample := func() (map[string]seen, error) {
 		list, _, err := acks.List(ctx)
 		if err != nil {
@@ -92,22 +97,28 @@ func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []st
 			if !slices.Contains(cells, a.Cell) {
 				continue
 			}
-			s := seen{ack: a, ttl: -1}
+			s := seen{ack: a}
 			if a.Lease != 0 {
-				if r, err := cli.TimeToLive(ctx, a.Lease); err == nil {
-					s.ttl = r.TTL
+				r, err := cli.TimeToLive(ctx, a.Lease)
+				if err != nil {
+					return nil, fmt.Errorf("etcdcutover: lease of %s/%s: %w", a.Cell, a.Instance, err)
 				}
+				if r.TTL <= 0 {
+					continue // expired meanwhile
+				}
+				s.granted, s.ttl = time.Duration(r.GrantedTTL)*time.Second, r.TTL
 			}
 			out[a.Cell+"/"+a.Instance] = s
 		}
 		return out, nil
 	}
-	if first, err = sample(); err != nil {
+	start := time.Now()
+	first, err := sample()
+	if err != nil {
 		return nil, err
 	}
 	alive := map[string]etcdcell.Ack{}
-	deadline := time.Now().Add(window)
-	for time.Now().Before(deadline) {
+	for {
 		t := time.NewTimer(200 * time.Millisecond)
 		select {
 		case <-ctx.Done():
@@ -119,22 +130,25 @@ func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []st
 		if err != nil {
 			return nil, err
 		}
+		elapsed := time.Since(start)
 		for name, s := range now {
 			f, ok := first[name]
 			switch {
-			case !ok: // a new registration: alive
+			case !ok: // registered since the first look
 				alive[name] = s.ack
-			case s.ack.Epoch > f.ack.Epoch || s.ack.Revision != f.ack.Revision:
+			case s.ack.Epoch > f.ack.Epoch:
 				alive[name] = s.ack
-			case s.ttl > f.ttl && f.ttl >= 0:
+			case f.granted > 0 && (elapsed > f.granted || s.ttl > f.ttl):
+				// Outlived its TTL, or its TTL went up: renewed.
 				alive[name] = s.ack
 			}
-			if s.ttl >= 0 && (f.ttl < 0 || s.ttl < f.ttl) {
-				// Keep the lowest TTL seen, so a renewal after a
-				// countdown shows as a rise.
+			if ok && s.ttl < f.ttl {
 				f.ttl = s.ttl
 				first[name] = f
 			}
+		}
+		if elapsed >= window {
+			break
 		}
 	}
 	out := make([]etcdcell.Ack, 0, len(alive))
@@ -142,19 +156,7 @@ func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []st
 		out = append(out, a)
 	}
 	slices.SortFunc(out, func(x, y etcdcell.Ack) int {
-		if x.Cell != y.Cell {
-			if x.Cell < y.Cell {
-				return -1
-			}
-			return 1
-		}
-		if x.Instance < y.Instance {
-			return -1
-		}
-		if x.Instance > y.Instance {
-			return 1
-		}
-		return 0
+		return strings.Compare(x.Cell+"/"+x.Instance, y.Cell+"/"+y.Instance)
 	})
 	return out, nil
 }

@@ -121,7 +121,16 @@ func (c *ledgerCell) Stop() {
 	}
 }
 
-func newLab(t *testing.T, tb *router.Table, edit func(cellID string, cfg *etcdcell.Config)) *lab {
+// labConfig varies a lab.
+type labConfig struct {
+	// edit adjusts each cell's instance configuration.
+	edit func(cellID string, cfg *etcdcell.Config)
+	// etcd, if set, returns the etcd endpoint a cell's instance dials
+	// (a proxy, to partition it); default the server itself.
+	etcd func(cellID string, upstream string) string
+}
+
+func newLab(t *testing.T, tb *router.Table, cfg labConfig) *lab {
 	t.Helper()
 	srv := etcdtest.Start(t)
 	l := &lab{t: t, srv: srv, cli: dial(t, srv.Endpoints()), cells: map[string]*ledgerCell{}, orig: tb, work: slowWrites}
@@ -129,7 +138,11 @@ func newLab(t *testing.T, tb *router.Table, edit func(cellID string, cfg *etcdce
 	_, err := l.store.Create(ctxT(t), "test map", tb)
 	must(t, err)
 	for _, c := range tb.Cells() {
-		l.cells[c.ID] = l.serve(c.ID, edit)
+		cli := l.cli
+		if cfg.etcd != nil {
+			cli = dial(t, []string{cfg.etcd(c.ID, srv.Endpoints()[0])})
+		}
+		l.cells[c.ID] = l.serve(c.ID, cli, cfg.edit)
 	}
 	disc, err := etcdcell.NewDiscovery(ctxT(t), l.cli, cluster, quiet)
 	must(t, err)
@@ -138,10 +151,10 @@ func newLab(t *testing.T, tb *router.Table, edit func(cellID string, cfg *etcdce
 	w := router.NewWatcher(src, router.WatcherConfig{})
 	must(t, w.Start(ctxT(t)))
 	t.Cleanup(func() { w.Close(); src.Wait() })
-	cfg := client.DefaultConfig(w, disc)
-	cfg.Contact = src
-	cfg.IsWrite = func(method string) bool { return method == testsvc.CreditMethod }
-	l.sdk, err = client.New(cfg, nil)
+	ccfg := client.DefaultConfig(w, disc)
+	ccfg.Contact = src
+	ccfg.IsWrite = func(method string) bool { return method == testsvc.CreditMethod }
+	l.sdk, err = client.New(ccfg, nil)
 	must(t, err)
 	cc, err := l.sdk.Dial("ledger")
 	must(t, err)
@@ -152,7 +165,7 @@ func newLab(t *testing.T, tb *router.Table, edit func(cellID string, cfg *etcdce
 
 // serve registers cellID's instance and serves the ledger behind its
 // guard. Credits with request ID "hold" block until the cell's Release.
-func (l *lab) serve(cellID string, edit func(string, *etcdcell.Config)) *ledgerCell {
+func (l *lab) serve(cellID string, cli *clientv3.Client, edit func(string, *etcdcell.Config)) *ledgerCell {
 	t := l.t
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -161,7 +174,7 @@ func (l *lab) serve(cellID string, edit func(string, *etcdcell.Config)) *ledgerC
 	if edit != nil {
 		edit(cellID, &cfg)
 	}
-	inst, err := etcdcell.Register(ctxT(t), l.cli, cfg)
+	inst, err := etcdcell.Register(ctxT(t), cli, cfg)
 	must(t, err)
 	lc := &ledgerCell{id: cellID, inst: inst, release: make(chan struct{}), held: make(chan struct{}, 4)}
 	icpt, err := grpcguard.New(inst.Guard(), grpcguard.Config{
