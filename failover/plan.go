@@ -265,6 +265,26 @@ func NewPlan(t *router.Table, req Request) (*Plan, error) {
 		slices.Sort(slots)
 		p.Stages = append(p.Stages, Stage{Name: st.String(), Moves: moves(t, slots, slotTarget), Slots: len(slots), Cumulative: done})
 	}
+	// The stage that completes the move also takes the keys whitelisted to
+	// a source cell that no earlier stage moved: after it the sources serve
+	// nothing (a drained cell goes offline, which it may only do empty).
+	if k := len(p.Stages) - 1; k >= 0 && !stages[k].Whitelist && p.Stages[k].Cumulative == moving {
+		moved := map[string]bool{}
+		for _, st := range p.Stages {
+			for _, km := range st.Keys {
+				moved[km.Key] = true
+			}
+		}
+		left, err := canaries(t, nil, isSource, slotTarget, to)
+		if err != nil {
+			return nil, err
+		}
+		for _, km := range left {
+			if !moved[km.Key] {
+				p.Stages[k].Keys = append(p.Stages[k].Keys, km)
+			}
+		}
+	}
 	for i := range p.Stages {
 		p.Stages[i].Share = float64(p.Stages[i].Cumulative) / float64(n)
 	}

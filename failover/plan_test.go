@@ -210,3 +210,49 @@ func keyOwnedBy(tb *router.Table, cell string) string {
 		}
 	}
 }
+
+// TestLastStageTakesLeftoverKeys: keys whitelisted to a source cell that
+// no whitelist stage moved go with the stage that completes the move, so
+// the sources serve nothing afterwards (a drained cell may go offline).
+func TestLastStageTakesLeftoverKeys(t *testing.T) {
+	tb := twoIDC(t, 1024, func(tb *router.Table) {
+		must(t, tb.SetWhitelist("vip-1", "a1"))
+		must(t, tb.SetWhitelist("vip-2", "a2"))
+		must(t, tb.SetWhitelist("vip-3", "b1")) // not a source: stays
+	})
+	for _, tc := range []struct {
+		stages   string
+		canaries []string
+		wantLast []string
+	}{
+		{"1/2,1", nil, []string{"vip-1", "vip-2"}},
+		{"whitelist,1/2,1", []string{"vip-1"}, []string{"vip-2"}},
+		{"whitelist,1", nil, nil},
+	} {
+		st, err := failover.ParseStages(tc.stages)
+		must(t, err)
+		req := idcAtoB()
+		req.Stages, req.Canaries = st, tc.canaries
+		p, err := failover.NewPlan(tb, req)
+		must(t, err)
+		var got []string
+		for _, k := range p.Stages[len(p.Stages)-1].Keys {
+			got = append(got, k.Key)
+			if !strings.HasPrefix(k.To, "b") {
+				t.Errorf("%s: key %s goes to %s", tc.stages, k.Key, k.To)
+			}
+		}
+		if !reflect.DeepEqual(got, tc.wantLast) {
+			t.Errorf("stages %s canaries %v: last stage keys %v, want %v", tc.stages, tc.canaries, got, tc.wantLast)
+		}
+	}
+	// A plan that stops short of 1 leaves them alone.
+	st, _ := failover.ParseStages("1/2")
+	req := idcAtoB()
+	req.Stages = st
+	p, err := failover.NewPlan(tb, req)
+	must(t, err)
+	if n := len(p.Stages[0].Keys); n != 0 {
+		t.Errorf("partial plan moved %d keys", n)
+	}
+}
