@@ -1,6 +1,8 @@
-// Package failover moves slots between cells. Built so far: the pure
-// planner (NewPlan). The cutover state machine, its runner, drains and
-// emergency failover are not built yet.
+// Package failover moves slots between cells: the pure planner (NewPlan),
+// the pure cutover state machine (Step), and the Runner that performs its
+// actions through a Control (infra/etcdcutover implements it over etcd),
+// a DataMover (NoneMover here; SQL movers in infra) and Gates (ProbeGate
+// here; a Prometheus gate in infra/prometheus).
 //
 //	p, err := failover.NewPlan(table, failover.Request{
 //		From: failover.Endpoints{IDCs: []string{"IDC-A"}},
@@ -26,4 +28,13 @@
 // returns the next state and the actions to perform); a runner performs the
 // actions against etcd and the data tier. The pure part imports no etcd,
 // network or SQL package (see deps_test.go at the module root).
+//
+// Every map edit is a Change that applies idempotently, and the runner
+// stores the workflow record (State) in the same etcd transaction as the
+// edit, conditional on holding the cutover lock: a runner that dies at any
+// step is resumed from its record by feeding EvResume, which re-issues the
+// recorded step's action. A failed barrier, data gate or flip unfreezes
+// the stage (status failed, resumable); a failed gate after a flip rolls
+// the stage back with the same protocol in reverse. The golden scenarios in
+// testdata/scenarios walk every failure at every step.
 package failover
