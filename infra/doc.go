@@ -9,8 +9,12 @@
 //     the demo and tests.
 //   - infra/etcdstore: the shard map in etcd: linearizable loads, an
 //     ordered watch, and compare-and-swap updates with an audit record.
+//   - infra/etcdcell: a guard instance in etcd (lease, ack, endpoint),
+//     the ack barrier, discovery.
+//   - infra/etcdcutover: cutover records, the one-at-a-time lock, the
+//     failover.Control of a runner, liveness of a lost IDC.
+//   - infra/prometheus: a PromQL SLO gate for cutovers.
 //
 // Planned: Consul discovery and health, Vitess, MySQL/MariaDB GTID
-// replication gates, SQLite for the embedded data tier, and Prometheus
-// metrics and SLO gates.
+// replication gates, SQLite for the embedded data tier.
 package infra
