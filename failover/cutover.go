@@ -108,6 +108,11 @@ type State struct {
 	Epoch uint64 `json:"epoch,omitempty"`
 	// After says what an unfreeze leads to: failed, aborted, or a rollback.
 	After Status `json:"after,omitempty"`
+	// RollbackThen is what the cutover becomes when the rollback in
+	// progress is done: failed (a stage rolled back after its gates failed;
+	// resume retries it, rollback undoes the earlier stages) or rolled-back
+	// (everything undone).
+	RollbackThen Status `json:"rollbackThen,omitempty"`
 	// Pending is an operator request not yet acted on.
 	Pending Command `json:"pending,omitempty"`
 	// Reason says why the cutover is held or ended, in words.
@@ -129,9 +134,12 @@ type StageLog struct {
 	VerifiedAt  time.Time `json:"verifiedAt,omitzero"`
 	// Window is the write-unavailable window of the moved slots: freeze
 	// applied to flip applied.
-	Window     time.Duration `json:"window,omitempty"`
-	Flipped    bool          `json:"flipped,omitempty"`
-	RolledBack bool          `json:"rolledBack,omitempty"`
+	Window  time.Duration `json:"window,omitempty"`
+	Flipped bool          `json:"flipped,omitempty"`
+	// Warning records a gate failure that was not rolled back (an
+	// emergency failover's flip stands).
+	Warning    string `json:"warning,omitempty"`
+	RolledBack bool   `json:"rolledBack,omitempty"`
 }
 
 // NewState returns the record of a cutover that has not started.
@@ -316,7 +324,7 @@ func (s *State) step(ev Event) ([]Action, error) {
 			s.Epoch = ev.Epoch
 			if s.Rollback == nil {
 				l := &s.Stages[s.Stage]
-				l.FlipEpoch, l.FlippedAt, l.Flipped = ev.Epoch, ev.At, true
+				l.FlipEpoch, l.FlippedAt, l.Flipped, l.RolledBack = ev.Epoch, ev.At, true, false
 				if !l.FrozenAt.IsZero() {
 					l.Window = ev.At.Sub(l.FrozenAt)
 				}
@@ -354,18 +362,23 @@ func (s *State) step(ev Event) ([]Action, error) {
 		case EvVerifyFailed:
 			if s.Rollback != nil {
 				// The slots are back where they were, so the rollback is
-				// done; do not ping-pong. (Holding it as failed would make
-				// resume redo a freeze the map must refuse: the slots are no
-				// longer at the rollback's sources.)
-				s.Rollback = nil
-				return s.end(StatusRolledBack, "rolled back, but the gates still fail: "+ev.Detail)
+				// done; do not ping-pong.
+				s.Reason = "rolled back, but the gates still fail: " + ev.Detail
+				return s.rollbackDone()
+			}
+			if s.Options.Emergency {
+				// The sources are fenced: rolling back onto them would
+				// take the users offline again. The flip stands; the
+				// failure is recorded with the stage.
+				s.Stages[s.Stage].Warning = "gates failed after the flip; not rolled back onto fenced cells: " + ev.Detail
+				return s.stageDone(ev)
 			}
 			if s.Pending == CmdAbort {
 				s.Pending = CmdNone
 				return s.end(StatusAborted, "aborted by the operator during verify; the gates had failed: "+ev.Detail)
 			}
 			r := s.Plan.Stages[s.Stage].Movement().Reverse()
-			return s.rollback(&r, "gates failed after the flip of stage "+s.Plan.Stages[s.Stage].Name+", rolling it back: "+ev.Detail)
+			return s.rollback(&r, StatusFailed, "gates failed after the flip of stage "+s.Plan.Stages[s.Stage].Name+", rolling it back: "+ev.Detail)
 		}
 	case StepUnfreeze:
 		switch ev.Kind {
@@ -430,7 +443,8 @@ func (s *State) action() []Action {
 		return []Action{{Kind: ActWaitData, Move: &m, Timeout: s.Options.DataTimeout}}
 	case StepFlip:
 		c := &Change{Op: OpFlip, Cutover: s.ID, Move: m}
-		if s.Options.Drain {
+		if s.Options.Drain && s.Plan.Stages[len(s.Plan.Stages)-1].Cumulative == s.Plan.Moving {
+			// Only a plan that moves everything drains the cells.
 			// The last stage that moves anything: later empty ones are skipped.
 			last := len(s.Plan.Stages) - 1
 			for last > 0 && s.Plan.Stages[last].Movement().Empty() {
@@ -475,8 +489,7 @@ func (s *State) end(st Status, reason string) ([]Action, error) {
 // stageDone follows a verified stage (or rollback).
 func (s *State) stageDone(ev Event) ([]Action, error) {
 	if s.Rollback != nil {
-		s.Rollback = nil
-		return s.end(StatusRolledBack, s.Reason)
+		return s.rollbackDone()
 	}
 	s.Stages[s.Stage].VerifiedAt = ev.At
 	switch s.Pending {
@@ -508,13 +521,25 @@ func (s *State) stageDone(ev Event) ([]Action, error) {
 	return s.enterStage(next, ev)
 }
 
-// rollback starts undoing m with the same protocol in reverse.
-func (s *State) rollback(m *Movement, reason string) ([]Action, error) {
+// rollback starts undoing m with the same protocol in reverse; when it is
+// done the cutover becomes then (failed or rolled-back).
+func (s *State) rollback(m *Movement, then Status, reason string) ([]Action, error) {
 	if m.Empty() {
 		return s.end(StatusRolledBack, reason)
 	}
-	s.Rollback, s.Reason = m, reason
+	s.Rollback, s.RollbackThen, s.Reason = m, then, reason
 	return s.enter(StepFreeze)
+}
+
+// rollbackDone ends a rollback whose flip landed.
+func (s *State) rollbackDone() ([]Action, error) {
+	then := s.RollbackThen
+	s.Rollback, s.RollbackThen = nil, ""
+	if then == StatusFailed {
+		return s.hold(StatusFailed, s.Reason+"; stage "+s.Plan.Stages[s.Stage].Name+
+			" is back at its sources: resume retries it, rollback undoes the earlier stages, abort ends the cutover")
+	}
+	return s.end(StatusRolledBack, s.Reason)
 }
 
 // rollbackAll undoes every stage this cutover flipped.
@@ -527,7 +552,7 @@ func (s *State) rollbackAll(ev Event) ([]Action, error) {
 			all.Keys = append(all.Keys, r.Keys...)
 		}
 	}
-	return s.rollback(&all, "rolled back by the operator")
+	return s.rollback(&all, StatusRolledBack, "rolled back by the operator")
 }
 
 // markRolledBack records which stages the finished rollback undid.
@@ -573,15 +598,24 @@ func (s *State) resume(ev Event) ([]Action, error) {
 		}
 		return s.enterStage(s.Stage, ev)
 	case "":
-		return nil, fmt.Errorf("not started")
+		// Created, but its runner died before the start was recorded.
+		s.Status = StatusRunning
+		return s.enterStage(0, ev)
 	}
 	return nil, fmt.Errorf("the cutover is %s", s.Status)
 }
 
 // request handles pause, abort and rollback.
 func (s *State) request(ev Event) ([]Action, error) {
-	if s.Status.Terminal() || s.Status == "" {
+	if s.Status.Terminal() {
 		return nil, fmt.Errorf("the cutover is %s", s.Status)
+	}
+	if s.Status == "" {
+		// Created, never started: nothing was frozen or moved.
+		if ev.Kind == EvPause {
+			return nil, fmt.Errorf("the cutover has not started")
+		}
+		return s.end(StatusAborted, string(ev.Kind)+" before the cutover started: nothing was moved")
 	}
 	why := "by the operator"
 	if ev.Detail != "" {

@@ -288,7 +288,11 @@ func NewPlan(t *router.Table, req Request) (*Plan, error) {
 	for i := range p.Stages {
 		p.Stages[i].Share = float64(p.Stages[i].Cumulative) / float64(n)
 	}
-	if moving == 0 && (len(p.Stages) == 0 || len(p.Stages[0].Keys) == 0) {
+	keys := 0
+	for _, st := range p.Stages {
+		keys += len(st.Keys)
+	}
+	if moving == 0 && keys == 0 {
 		return nil, fmt.Errorf("failover: %s own no slots and no whitelisted keys: %w: %w", req.From, ErrNothingToMove, ErrBadPlan)
 	}
 	return p, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cellkit/cellkit/clock"
@@ -93,13 +94,15 @@ type Runner struct {
 	GateInterval time.Duration
 	// Clock times events. Default the real clock.
 	Clock clock.Clock
-	// OnProgress, if set, receives every progress report (from the
-	// runner's goroutine; keep it quick).
+	// OnProgress, if set, receives every progress report, one at a time
+	// (calls never overlap; keep it quick).
 	OnProgress func(Progress)
 	// BeforeAction, if set, is called before each action; an error stops
 	// the runner at once, writing nothing more — how tests kill a runner
 	// at a chosen step.
 	BeforeAction func(s *State, a Action) error
+
+	reportMu sync.Mutex
 }
 
 func (r *Runner) now() time.Time {
@@ -156,7 +159,7 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 				return s, err
 			}
 		}
-		ev, saved, msg, err = r.perform(cctx, s, a, cmds)
+		s, ev, saved, msg, err = r.perform(cctx, s, a, cmds)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = context.Cause(ctx)
@@ -166,26 +169,28 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 	}
 }
 
-// perform does one action and returns its event. saved reports that the
-// state after the event is already stored (map edits store it in their own
-// transaction). An operator command that interrupts a wait is returned as
-// the event instead, with its message.
-func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan CommandMsg) (Event, bool, *CommandMsg, error) {
+// perform does one action and returns the state to feed its event to (a
+// pause recorded during a wait changes it) and the event. saved reports
+// that the state after the event is already stored (map edits store it in
+// their own transaction). An operator command that interrupts a wait is
+// returned as the event instead, with its message.
+func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan CommandMsg) (*State, Event, bool, *CommandMsg, error) {
 	if a.Kind == ActApplyMap {
 		ev, saved, err := r.apply(ctx, s, a)
-		return ev, saved, nil, err
+		return s, ev, saved, nil, err
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan Event, 1)
-	go func() { done <- r.wait(actx, s, a) }()
+	waiting := s.Clone() // the wait reads its own copy
+	go func() { done <- r.wait(actx, waiting, a) }()
 	for {
 		select {
 		case ev := <-done:
 			if ctx.Err() != nil {
-				return Event{}, false, nil, context.Cause(ctx)
+				return s, Event{}, false, nil, context.Cause(ctx)
 			}
-			return ev, false, nil, nil
+			return s, ev, false, nil, nil
 		case m, ok := <-cmds:
 			if !ok {
 				cmds = nil
@@ -195,7 +200,7 @@ func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan Co
 			if kind == "" {
 				r.report(s, "command", fmt.Sprintf("unknown command %q by %s ignored", m.Command, m.Who), nil)
 				if err := r.Control.Consumed(ctx, s.ID, m); err != nil {
-					return Event{}, false, nil, err
+					return s, Event{}, false, nil, err
 				}
 				continue
 			}
@@ -205,19 +210,19 @@ func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan Co
 				next, _, err := Step(s, ev)
 				if err == nil {
 					if err := r.Control.Save(ctx, next); err != nil {
-						return Event{}, false, nil, err
+						return s, Event{}, false, nil, err
 					}
-					*s = *next
+					s = next
 					r.report(s, "command", "pause requested by "+m.Who+"; the cutover stops after this stage", nil)
 				}
 				if err := r.Control.Consumed(ctx, s.ID, m); err != nil {
-					return Event{}, false, nil, err
+					return s, Event{}, false, nil, err
 				}
 				continue
 			}
 			cancel()
 			<-done
-			return ev, false, &m, nil
+			return s, ev, false, &m, nil
 		}
 	}
 }
@@ -367,6 +372,8 @@ func (r *Runner) report(s *State, kind, msg string, a *Action, opts ...progressO
 	for _, o := range opts {
 		o(&p)
 	}
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
 	r.OnProgress(p)
 }
 

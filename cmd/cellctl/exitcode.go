@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/cellkit/cellkit/failover"
+	"github.com/cellkit/cellkit/infra/etcdcutover"
 	"github.com/cellkit/cellkit/infra/etcdembed"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/router"
@@ -25,7 +27,9 @@ const (
 	exitUnreachable = 3 // etcd did not answer
 	exitConflict    = 4 // lost the compare-and-swap race too many times; the map or cell already exists
 	exitInvalid     = 5 // the stored or given map is corrupt or invalid, or the change would make it so
-	exitNotFound    = 6 // no map, unknown cell, key not whitelisted
+	exitNotFound    = 6 // no map, unknown cell, key not whitelisted, no such cutover
+	exitNotFinished = 7 // the cutover failed, was aborted or rolled back, or its runner stopped midway
+	exitRefused     = 8 // refused for safety: a failover while the source's guards are alive, or unconfirmed without self-fencing
 )
 
 const exitCodesHelp = `Exit codes:
@@ -33,9 +37,16 @@ const exitCodesHelp = `Exit codes:
   1  any other error
   2  usage: bad flags or arguments, missing --reason, bad slot range, bad -o
   3  etcd unreachable (the endpoints are named)
-  4  conflict: the map changed concurrently too many times, or already exists
-  5  invalid or corrupt map, or a change refused because the map would be invalid
-  6  not found: no map, unknown cell, key not whitelisted`
+  4  conflict: the map changed concurrently too many times, or already exists;
+     another cutover is in progress or holds the lock; a command that does not
+     apply to the cutover's status
+  5  invalid or corrupt map or cutover record, or a change refused because the
+     map would be invalid
+  6  not found: no map, unknown cell, key not whitelisted, no such cutover
+  7  cutover not finished: it failed, was aborted or rolled back, or its runner
+     stopped midway (interrupted, lock lost); the record says where
+  8  refused for safety: emergency failover while the source's guards are alive
+     (without --force), or without self-fencing (without --confirm-idc-down)`
 
 // usageError is a mistake in how cellctl was called. It is reported with the
 // command's usage line.
@@ -70,11 +81,17 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, errNotFinished):
+		return exitNotFinished
+	case errors.Is(err, errRefused), errors.Is(err, etcdcutover.ErrAlive):
+		return exitRefused
 	case isAuthError(err):
 		return exitError
 	case errors.Is(err, etcdstore.ErrUnreachable):
 		return exitUnreachable
 	case errors.Is(err, etcdstore.ErrCorruptMap),
+		errors.Is(err, etcdcutover.ErrCorruptRecord),
+		errors.Is(err, errCorruptSettings),
 		errors.Is(err, errMapInvalid),
 		errors.Is(err, router.ErrInvalidTable),
 		errors.Is(err, router.ErrMalformedMap),
@@ -90,17 +107,23 @@ func exitCode(err error) int {
 		errors.Is(err, router.ErrBadSlotRange),
 		errors.Is(err, router.ErrBadKey),
 		errors.Is(err, router.ErrBadCell),
-		errors.Is(err, router.ErrMalformedID):
+		errors.Is(err, router.ErrMalformedID),
+		errors.Is(err, failover.ErrBadPlan):
 		return exitUsage
 	case errors.Is(err, etcdstore.ErrConflict),
 		errors.Is(err, etcdstore.ErrMapExists),
 		errors.Is(err, etcdstore.ErrAuditExists),
-		errors.Is(err, router.ErrDuplicateCell):
+		errors.Is(err, router.ErrDuplicateCell),
+		errors.Is(err, etcdcutover.ErrLocked),
+		errors.Is(err, etcdcutover.ErrBusy),
+		errors.Is(err, etcdcutover.ErrExists),
+		errors.Is(err, failover.ErrBadEvent):
 		return exitConflict
 	case errors.Is(err, etcdstore.ErrNoMap),
 		errors.Is(err, etcdstore.ErrMapDeleted),
 		errors.Is(err, router.ErrUnknownCell),
-		errors.Is(err, router.ErrNotWhitelisted):
+		errors.Is(err, router.ErrNotWhitelisted),
+		errors.Is(err, etcdcutover.ErrNotFound):
 		return exitNotFound
 	}
 	return exitError
@@ -119,7 +142,10 @@ func isAuthError(err error) bool {
 // hint suggests what to do next, or "".
 func hint(err error) string {
 	var le *etcdembed.ListenError
+	var he *hintError
 	switch {
+	case errors.As(err, &he):
+		return he.hint
 	case isAuthError(err):
 		return "check --user (name:password, or the password in CELLKIT_ETCD_PASSWORD)"
 	case errors.Is(err, etcdstore.ErrUnreachable):
@@ -144,6 +170,8 @@ func hint(err error) string {
 		return "move its slots and whitelisted keys to another cell first"
 	case errors.Is(err, router.ErrInvalidTable):
 		return "nothing was written; `cellctl map show` shows the current map"
+	case errors.Is(err, etcdcutover.ErrCorruptRecord):
+		return "`cellctl cutover list` names the corrupt record; a corrupt record blocks new cutovers until it is repaired or deleted (see docs/runbooks/cutover.md)"
 	case errors.As(err, &le) && errors.Is(err, syscall.EADDRINUSE):
 		flag := "--listen"
 		if le.Role == "peer" {
@@ -185,7 +213,7 @@ func message(err error) string {
 		return errInterrupted.Error()
 	}
 	msg := err.Error()
-	for _, p := range []string{"router: ", "etcdstore: ", "etcdembed: "} {
+	for _, p := range []string{"router: ", "etcdstore: ", "etcdembed: ", "etcdcutover: ", "etcdcell: ", "failover: ", "prometheus: "} {
 		msg = strings.TrimPrefix(msg, p)
 		msg = strings.ReplaceAll(msg, ": "+p, ": ")
 	}

@@ -96,6 +96,8 @@ Start here:
   cellctl dev                        a local etcd for trying commands
   cellctl map show                   the current map
   cellctl route u42                  where a key goes
+  cellctl cutover plan --from-idc IDC-A --to-idc IDC-B
+                                     what a staged move would do
 
 ` + exitCodesHelp,
 		SilenceUsage:      true,
@@ -125,6 +127,9 @@ Start here:
 		a.newWhitelistCmd(),
 		a.newRouteCmd(),
 		a.newIDCmd(),
+		a.newCutoverCmd(),
+		a.newDrainCmd(),
+		a.newFailoverCmd(),
 		a.newDemoCmd(),
 	)
 	return root

@@ -189,7 +189,9 @@ func (g failGate) Check(_ context.Context, in failover.GateInput) failover.GateR
 
 // TestGateFailureRollsBackStage: a gate that fails after the flip of 1/8
 // rolls that stage back with the same protocol in reverse; earlier stages
-// stay moved and nothing is left frozen.
+// stay moved, nothing is left frozen, and the cutover holds as failed. An
+// operator's rollback then undoes the earlier stage too: the map is back
+// to the original ownership.
 func TestGateFailureRollsBackStage(t *testing.T) {
 	l := newLab(t, fourCells(t), labConfig{})
 	ld := l.startLoad(4, users(100))
@@ -203,7 +205,7 @@ func TestGateFailureRollsBackStage(t *testing.T) {
 	final, err := r.Run(ctxT(t), st, failover.Event{Kind: failover.EvStart, At: time.Now()})
 	must(t, err)
 	ld.Stop()
-	if final.Status != failover.StatusRolledBack || !final.Stages[1].RolledBack || final.Stages[0].RolledBack {
+	if final.Status != failover.StatusFailed || !final.Stages[1].RolledBack || final.Stages[0].RolledBack {
 		t.Fatalf("ended %s (%s), stages %+v", final.Status, final.Reason, final.Stages)
 	}
 	tb := l.checkNothingFrozen()
@@ -223,6 +225,19 @@ func TestGateFailureRollsBackStage(t *testing.T) {
 	l.checkSingleWriter()
 	if !strings.Contains(final.Reason, "fail-1/8") {
 		t.Errorf("reason %q does not name the gate", final.Reason)
+	}
+
+	r.Gates = nil
+	back, err := r.Run(ctxT(t), final, failover.Event{Kind: failover.EvRollback, At: time.Now(), Detail: "tester: undo"})
+	must(t, err)
+	if back.Status != failover.StatusRolledBack {
+		t.Fatalf("after the operator's rollback: %s (%s)", back.Status, back.Reason)
+	}
+	tb = l.checkNothingFrozen()
+	for s := range slots {
+		if got, want := tb.SlotOwner(s), l.orig.SlotOwner(s); got != want {
+			t.Fatalf("slot %d owned by %s after the rollback, want %s", s, got, want)
+		}
 	}
 }
 

@@ -48,7 +48,7 @@ func LoadSettings(ctx context.Context, cli *clientv3.Client, cluster string) (Se
 	dec := json.NewDecoder(bytesReader(resp.Kvs[0].Value))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return Settings{}, fmt.Errorf("etcdcutover: %s is corrupt: %v: %w", key, err, ErrBadConfig)
+		return Settings{}, fmt.Errorf("etcdcutover: %s is corrupt: %v: %w", key, err, ErrCorruptSettings)
 	}
 	return s, nil
 }
@@ -160,6 +160,9 @@ func Alive(ctx context.Context, cli *clientv3.Client, cluster string, cells []st
 	})
 	return out, nil
 }
+
+// ErrCorruptSettings: the stored cluster settings do not decode.
+var ErrCorruptSettings = errors.New("cluster settings are corrupt")
 
 // ErrAlive is returned by an emergency failover whose source cells still
 // show live guards: they are alive, so a planned cutover is the tool.
