@@ -523,15 +523,25 @@ func TestFailoverRefusals(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	if err := etcdcutover.SaveSettings(ctx, cli, c.cluster, etcdcutover.Settings{SelfFencing: false}); err != nil {
-		t.Fatal(err)
+	c.fails(exitUsage, []string{"--self-fencing", "true or false"}, "settings", "set", "--self-fencing", "maybe", "--reason", "x")
+	c.fails(exitUsage, []string{"--reason"}, "settings", "set", "--self-fencing=false")
+	c.must("settings", "set", "--self-fencing=false", "--reason", "two sites only")
+	if r := c.must("settings", "show"); !strings.Contains(r.stdout, "self-fencing  no") || !strings.Contains(r.stdout, "two sites only") {
+		t.Errorf("settings show:\n%s", r.stdout)
 	}
 	c.fails(exitRefused, []string{"without self-fencing", "--confirm-idc-down"}, args...)
 	if e := c.table().Epoch(); e != 1 {
 		t.Errorf("refused failover changed the map: epoch %d", e)
 	}
-	if err := etcdcutover.SaveSettings(ctx, cli, c.cluster, etcdcutover.DefaultSettings()); err != nil {
+	// A corrupt settings document is an error, never the defaults; set repairs it.
+	if _, err := cli.Put(ctx, "/cellkit/"+c.cluster+"/settings", "{nope"); err != nil {
 		t.Fatal(err)
+	}
+	c.fails(exitInvalid, []string{"corrupt"}, "settings", "show")
+	c.fails(exitInvalid, []string{"corrupt"}, args...)
+	c.must("settings", "set", "--self-fencing=true", "--reason", "DC3 is live")
+	if st, err := etcdcutover.LoadSettings(ctx, cli, c.cluster); err != nil || !st.SelfFencing {
+		t.Fatalf("settings after set: %+v, %v", st, err)
 	}
 
 	// A live guard in IDC-A.

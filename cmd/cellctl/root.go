@@ -130,6 +130,7 @@ Start here:
 		a.newCutoverCmd(),
 		a.newDrainCmd(),
 		a.newFailoverCmd(),
+		a.newSettingsCmd(),
 		a.newDemoCmd(),
 	)
 	return root

@@ -23,6 +23,10 @@ type Settings struct {
 	// lease does not prove a lost IDC stopped writing, so an emergency
 	// failover needs the operator to confirm the IDC is down.
 	SelfFencing bool `json:"selfFencing"`
+	// Who changed the settings last, when and why (kept with them).
+	Who  string    `json:"who,omitempty"`
+	When time.Time `json:"when,omitzero"`
+	Why  string    `json:"why,omitempty"`
 }
 
 // DefaultSettings are the settings of a cluster that stored none.
