@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -167,6 +166,3 @@ func ProbeKeys(m Movement, slotCount int, prefix string, n int) []string {
 	}
 	return out
 }
-
-// ErrGateFailed is wrapped by the error of a failed verify.
-var ErrGateFailed = errors.New("gate failed")

@@ -219,7 +219,6 @@ func (c *Control) Save(ctx context.Context, s *failover.State) error {
 
 // ApplyChange implements failover.Control.
 func (c *Control) ApplyChange(ctx context.Context, reason string, ch failover.Change, save func(epoch uint64) (*failover.State, error)) (uint64, error) {
-	var saved *failover.State
 	t, err := c.store.UpdateGuarded(ctx, reason, ch.Apply, etcdstore.Guard{
 		If: []clientv3.Cmp{c.mu.IsOwner()},
 		Then: func(next *router.Table) ([]clientv3.Op, error) {
@@ -231,7 +230,6 @@ func (c *Control) ApplyChange(ctx context.Context, reason string, ch failover.Ch
 			if err != nil {
 				return nil, err
 			}
-			saved = s
 			return []clientv3.Op{clientv3.OpPut(recordKey(c.keys, s.ID), string(data))}, nil
 		},
 	})
@@ -252,7 +250,6 @@ func (c *Control) ApplyChange(ctx context.Context, reason string, ch failover.Ch
 	case errors.Is(err, failover.ErrMapChanged):
 		return 0, err
 	}
-	_ = saved
 	return 0, c.lockErr(err)
 }
 
@@ -472,46 +469,48 @@ func decodeCommand(kv *mvccpb.KeyValue) (failover.CommandMsg, bool) {
 	return m, err == nil
 }
 
-// commands delivers the stored command, then each new one.
+// commands delivers the stored command, then each new one. After a broken
+// watch the stored command is delivered again: a runner handles a command
+// it already acted on as a stale one.
 func (r *Records) commands(ctx context.Context, id string) <-chan failover.CommandMsg {
 	out := make(chan failover.CommandMsg, 8)
-	key := commandKey(r.keys, id)
 	go func() {
 		defer close(out)
-		rev := int64(0)
-		for ctx.Err() == nil {
-			if rev == 0 {
-				resp, err := r.cli.Get(ctx, key)
-				if err != nil {
-					pause(ctx, 200*time.Millisecond)
-					continue
-				}
-				rev = resp.Header.Revision
-				for _, kv := range resp.Kvs {
-					if !send(ctx, out, kv) {
-						return
-					}
-				}
-			}
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for resp := range r.cli.Watch(wctx, key, clientv3.WithRev(rev+1)) {
-				if resp.Err() != nil {
-					break
-				}
-				for _, ev := range resp.Events {
-					rev = ev.Kv.ModRevision
-					if ev.Type == mvccpb.PUT && !send(ctx, out, ev.Kv) {
-						cancel()
-						return
-					}
-				}
-			}
-			cancel()
-			rev = 0 // reload after a broken watch (compaction, leader loss)
-			pause(ctx, 200*time.Millisecond)
-		}
+		r.follow(ctx, commandKey(r.keys, id), func(kv *mvccpb.KeyValue) bool { return send(ctx, out, kv) })
 	}()
 	return out
+}
+
+// follow calls fn with key's value, then with each value put, until fn
+// returns false or ctx ends. It reads the key afresh after a broken watch
+// (etcd unreachable, compaction, leader loss).
+func (r *Records) follow(ctx context.Context, key string, fn func(*mvccpb.KeyValue) bool) {
+	for ctx.Err() == nil {
+		resp, err := r.cli.Get(ctx, key)
+		if err != nil {
+			pause(ctx, 200*time.Millisecond)
+			continue
+		}
+		for _, kv := range resp.Kvs {
+			if !fn(kv) {
+				return
+			}
+		}
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for wr := range r.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == mvccpb.PUT && !fn(ev.Kv) {
+					cancel()
+					return
+				}
+			}
+		}
+		cancel()
+		pause(ctx, 200*time.Millisecond)
+	}
 }
 
 func send(ctx context.Context, out chan<- failover.CommandMsg, kv *mvccpb.KeyValue) bool {
@@ -537,56 +536,25 @@ func pause(ctx context.Context, d time.Duration) {
 }
 
 // Follow delivers the record of id each time it changes (starting with the
-// current one) until ctx ends or the cutover is terminal.
+// current one) until ctx ends or the cutover is terminal. Values that do
+// not decode are skipped.
 func (r *Records) Follow(ctx context.Context, id string) <-chan *failover.State {
 	out := make(chan *failover.State, 16)
 	key := recordKey(r.keys, id)
 	go func() {
 		defer close(out)
-		for ctx.Err() == nil {
-			resp, err := r.cli.Get(ctx, key)
-			if err != nil || len(resp.Kvs) == 0 {
-				pause(ctx, 200*time.Millisecond)
-				continue
+		r.follow(ctx, key, func(kv *mvccpb.KeyValue) bool {
+			s, err := decode(key, kv.Value)
+			if err != nil {
+				return true
 			}
-			if s, err := decode(key, resp.Kvs[0].Value); err == nil {
-				select {
-				case out <- s:
-				case <-ctx.Done():
-					return
-				}
-				if s.Status.Terminal() {
-					return
-				}
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return false
 			}
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for wr := range r.cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1)) {
-				if wr.Err() != nil {
-					break
-				}
-				for _, ev := range wr.Events {
-					if ev.Type != mvccpb.PUT {
-						continue
-					}
-					s, err := decode(key, ev.Kv.Value)
-					if err != nil {
-						continue
-					}
-					select {
-					case out <- s:
-					case <-ctx.Done():
-						cancel()
-						return
-					}
-					if s.Status.Terminal() {
-						cancel()
-						return
-					}
-				}
-			}
-			cancel()
-			pause(ctx, 200*time.Millisecond)
-		}
+			return !s.Status.Terminal()
+		})
 	}()
 	return out
 }

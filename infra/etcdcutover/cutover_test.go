@@ -13,7 +13,6 @@ import (
 
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcutover"
-	"github.com/cellkit/cellkit/router"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,6 +45,8 @@ func TestStagedMoveUnderLoad(t *testing.T) {
 	p := plan(t, l.orig, "")
 	// Three writes in four go to keys of the stage moving now.
 	ld := l.startLoad(16, append(users(400), canaries...))
+	var pl progressLog
+	follow := chase(ld, p, pl.add)
 	l.startRogues(ld, 8)
 	waitPaid(t, ld, 200)
 
@@ -54,8 +55,7 @@ func TestStagedMoveUnderLoad(t *testing.T) {
 	st := failover.NewState(failover.NewID("cut", time.Now()), "tester", "acceptance: IDC-A to IDC-B", p,
 		failover.Options{Auto: true, Bake: 300 * time.Millisecond, BarrierTimeout: 10 * time.Second, DataTimeout: 5 * time.Second}, time.Now())
 	must(t, ctl.Create(ctxT(t), st))
-	var pl progressLog
-	r := failover.Runner{Control: ctl, Gates: []failover.Gate{failover.ProbeGate{Probe: l.prober()}}, GateInterval: 100 * time.Millisecond, OnProgress: chase(ld, p, pl.add)}
+	r := failover.Runner{Control: ctl, Gates: []failover.Gate{failover.ProbeGate{Probe: l.prober()}}, GateInterval: 100 * time.Millisecond, OnProgress: follow}
 	start := time.Now()
 	final, err := r.Run(ctxT(t), st, failover.Event{Kind: failover.EvStart, At: time.Now()})
 	took := time.Since(start)
@@ -284,12 +284,4 @@ func TestBarrierTimeoutUnfreezes(t *testing.T) {
 	}
 	l.checkNothingFrozen()
 	l.checkSingleWriter()
-}
-
-func keyIn(s int) string {
-	for i := 0; ; i++ {
-		if k := fmt.Sprintf("held-%d", i); router.Slot(k, slots) == s {
-			return k
-		}
-	}
 }

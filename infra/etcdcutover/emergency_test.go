@@ -120,7 +120,13 @@ func TestEmergencyFailover(t *testing.T) {
 			t.Fatalf("IDC-A's users never served by IDC-B: %v", err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // let the rogues try IDC-A some more
+	// Let the rogues try IDC-A some more after the flip.
+	sent := ld.rogue.Load()
+	for deadline := time.Now().Add(testTimeout); ld.rogue.Load() < sent+40; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("rogue writers stalled")
+		}
+	}
 	ld.Stop()
 
 	after := l.checkNothingFrozen()

@@ -56,6 +56,7 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// dial connects to endpoints that are not the lab server itself (proxies).
 func dial(t *testing.T, endpoints []string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -133,7 +134,7 @@ type labConfig struct {
 func newLab(t *testing.T, tb *router.Table, cfg labConfig) *lab {
 	t.Helper()
 	srv := etcdtest.Start(t)
-	l := &lab{t: t, srv: srv, cli: dial(t, srv.Endpoints()), cells: map[string]*ledgerCell{}, orig: tb, work: slowWrites}
+	l := &lab{t: t, srv: srv, cli: etcdtest.Client(t, srv), cells: map[string]*ledgerCell{}, orig: tb, work: slowWrites}
 	l.store = etcdtest.Store(t, l.cli, cluster)
 	_, err := l.store.Create(ctxT(t), "test map", tb)
 	must(t, err)
@@ -247,6 +248,7 @@ type load struct {
 	// hot, when set, holds the keys most writes go to (the keys of the
 	// stage moving now).
 	hot        atomic.Pointer[[]string]
+	rogue      atomic.Int64 // rogue writes sent
 	ok, failed atomic.Int64
 	mu         sync.Mutex
 	errs       []error
@@ -294,7 +296,8 @@ func (l *lab) startLoad(writers int, users []string) *load {
 	return ld
 }
 
-// startRogues starts writers that send the hot keys to every cell at once,
+// startRogues starts writers that send the hot keys (which must be set) to
+// every cell at once,
 // as clients with stale or wrong maps would: the guards alone decide who
 // writes, so two cells admitting one key at once shows up in the
 // admission records. Their refusals are expected and not counted.
@@ -311,12 +314,12 @@ func (l *lab) startRogues(ld *load, writers int) {
 					return
 				default:
 				}
-				h := ld.hot.Load()
-				if h == nil || len(*h) == 0 {
-					time.Sleep(time.Millisecond)
-					continue
+				h := *ld.hot.Load()
+				if len(h) == 0 {
+					panic("startRogues: no hot keys")
 				}
-				key := (*h)[rng.IntN(len(*h))]
+				key := h[rng.IntN(len(h))]
+				ld.rogue.Add(1)
 				var inner sync.WaitGroup
 				for _, c := range l.cells {
 					if c.stopped.Load() {
@@ -424,20 +427,29 @@ func hotKeys(st failover.Stage, n int) []string {
 	}
 	for _, m := range st.Moves {
 		for s := m.First; s <= m.Last && len(out) < n; s++ {
-			out = append(out, keyInN(s, slots))
+			out = append(out, keyIn(s))
 		}
 	}
 	return out
 }
 
-// chase points ld's hot keys at the stage a runner is moving.
+// chase points ld's hot keys at the first stage of p, and returns the
+// progress hook that moves them to the stage a runner is moving.
 func chase(ld *load, p *failover.Plan, next func(failover.Progress)) func(failover.Progress) {
 	hot := make([][]string, len(p.Stages))
 	for i, st := range p.Stages {
 		hot[i] = hotKeys(st, 4)
 	}
+	// Never an empty set (a stage with nothing to move): the rogues keep
+	// the last keys.
+	for i := range hot {
+		if len(hot[i]) > 0 {
+			ld.hot.Store(&hot[i])
+			break
+		}
+	}
 	return func(pr failover.Progress) {
-		if i := pr.Stage - 1; i >= 0 && i < len(hot) {
+		if i := pr.Stage - 1; i >= 0 && i < len(hot) && len(hot[i]) > 0 {
 			ld.hot.Store(&hot[i])
 		}
 		if next != nil {
@@ -446,9 +458,10 @@ func chase(ld *load, p *failover.Plan, next func(failover.Progress)) func(failov
 	}
 }
 
-func keyInN(s, n int) string {
+// keyIn returns a key whose slot is s.
+func keyIn(s int) string {
 	for i := 0; ; i++ {
-		if k := fmt.Sprintf("user-%d", i); router.Slot(k, n) == s {
+		if k := fmt.Sprintf("user-%d", i); router.Slot(k, slots) == s {
 			return k
 		}
 	}
