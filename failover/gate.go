@@ -22,6 +22,20 @@ type DataMover interface {
 	WaitData(ctx context.Context, cutover string, m Movement) (string, error)
 }
 
+// Pruner is an optional DataMover capability, for movers that copy rows
+// rather than replicate them: the sources keep the moved rows until the
+// flip has landed, and Prune deletes them afterwards. The runner calls it,
+// holding the cutover lock and with a table it has just read, after every
+// flip it applies and whenever it starts, holds or ends, so a prune that a
+// crash interrupted is finished by the next runner. Prune must be
+// idempotent and must never delete a row whose owner key t says the cell
+// it deletes from owns, nor one of a frozen slot or key (a move in
+// progress). Its errors are reported, never fatal: rows left behind are
+// unreachable behind the guards.
+type Pruner interface {
+	Prune(ctx context.Context, cutover string, t *router.Table) (string, error)
+}
+
 // NoneMover is the DataMover of stateless services: there is nothing to
 // move, so the gate passes at once.
 type NoneMover struct{}

@@ -124,6 +124,8 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmds := r.Control.Commands(cctx, s.ID)
+	// Finish any prune a crashed runner left behind.
+	r.prune(ctx, s)
 	saved := false
 	var msg *CommandMsg
 	for {
@@ -150,6 +152,7 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 		s = next
 		r.report(s, "step", describe(s, ev), nil)
 		if len(acts) == 0 {
+			r.prune(ctx, s)
 			r.report(s, "end", s.Reason, nil)
 			return s, nil
 		}
@@ -166,6 +169,31 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 			}
 			return s, err
 		}
+		if a.Kind == ActApplyMap && a.Change.Op == OpFlip && ev.Kind == EvApplied {
+			r.prune(ctx, s)
+		}
+	}
+}
+
+// prune lets a copying mover delete what the flips it has seen moved away
+// (see Pruner). Failures are reported and otherwise ignored.
+func (r *Runner) prune(ctx context.Context, s *State) {
+	p, ok := r.Mover.(Pruner)
+	if !ok || ctx.Err() != nil {
+		return
+	}
+	t, err := r.Control.Table(ctx)
+	if err != nil {
+		r.report(s, "data", r.Mover.Name()+": prune skipped: read map: "+err.Error(), nil)
+		return
+	}
+	how, err := p.Prune(ctx, s.ID, t)
+	if err != nil {
+		r.report(s, "data", r.Mover.Name()+": prune failed (the rows stay behind the guards; the next runner retries): "+err.Error(), nil)
+		return
+	}
+	if how != "" {
+		r.report(s, "data", r.Mover.Name()+": "+how, nil)
 	}
 }
 
