@@ -373,3 +373,20 @@ func moves(t *router.Table, slots []int, slotTarget map[int]string) []router.Slo
 	}
 	return out
 }
+
+// Reverse returns the plan that moves back exactly what p moves, stage by
+// stage in the same order (the smallest share first again): every slot
+// move and key move with its source and target swapped. epoch is the map
+// epoch it is planned on (the map after p finished). It moves only what p
+// moved, not everything the targets own; each stage's freeze still checks
+// that the slots are where p left them (ErrMapChanged otherwise).
+func (p *Plan) Reverse(epoch uint64) *Plan {
+	r := &Plan{From: slices.Clone(p.To), To: slices.Clone(p.From), SlotCount: p.SlotCount, Epoch: epoch,
+		Moving: p.Moving, BlockSize: p.BlockSize}
+	for _, st := range p.Stages {
+		m := Movement{Slots: st.Moves, Keys: st.Keys}.Reverse()
+		r.Stages = append(r.Stages, Stage{Name: st.Name, Keys: m.Keys, Moves: m.Slots, Slots: st.Slots,
+			Cumulative: st.Cumulative, Share: st.Share})
+	}
+	return r
+}

@@ -256,3 +256,28 @@ func TestLastStageTakesLeftoverKeys(t *testing.T) {
 		t.Errorf("partial plan moved %d keys", n)
 	}
 }
+
+// TestReversePlanRestoresTheMap: a plan and its reverse, applied in turn,
+// give back the original owners of every slot, and the reverse moves only
+// what the plan moved (IDC-B's own slots stay where they were).
+func TestReversePlanRestoresTheMap(t *testing.T) {
+	tb := twoIDC(t, 1024, nil)
+	p, err := failover.NewPlan(tb, idcAtoB())
+	must(t, err)
+	moved := apply(t, tb, p)
+	r := p.Reverse(moved.Epoch())
+	if !reflect.DeepEqual(r.From, p.To) || !reflect.DeepEqual(r.To, p.From) || len(r.Stages) != len(p.Stages) {
+		t.Fatalf("reverse header: from %v to %v, %d stages", r.From, r.To, len(r.Stages))
+	}
+	back := apply(t, moved, r)
+	for s := range 1024 {
+		if back.SlotOwner(s) != tb.SlotOwner(s) {
+			t.Fatalf("slot %d: owner %s after the round trip, %s before", s, back.SlotOwner(s), tb.SlotOwner(s))
+		}
+	}
+	for i, st := range r.Stages {
+		if st.Name != p.Stages[i].Name || st.Slots != p.Stages[i].Slots {
+			t.Errorf("stage %d: %s/%d slots, plan has %s/%d", i, st.Name, st.Slots, p.Stages[i].Name, p.Stages[i].Slots)
+		}
+	}
+}

@@ -14,7 +14,11 @@
 //   - infra/etcdcutover: cutover records, the one-at-a-time lock, the
 //     failover.Control of a runner, liveness of a lost IDC.
 //   - infra/prometheus: a PromQL SLO gate for cutovers.
+//   - infra/sqldb: SQLite (pure Go) and MariaDB/MySQL databases from one
+//     DSN form.
+//   - infra/sqlmove: the copy data mover (copy, verify, journal, prune).
+//   - infra/mysql: the mysql-gtid data mover; mysqllab starts MariaDB
+//     servers replicating with GTID and semi-sync, for tests and the lab.
 //
-// Planned: Consul discovery and health, Vitess, MySQL/MariaDB GTID
-// replication gates, SQLite for the embedded data tier.
+// Planned: Consul discovery and health, Vitess.
 package infra

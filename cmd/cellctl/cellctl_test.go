@@ -424,7 +424,7 @@ func TestIDs(t *testing.T) {
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	c := newCtl(t, "")
-	r := c.raw("demo")
+	r := c.raw("tour")
 	if r.code != 0 {
 		t.Fatalf("demo: exit %d\n%s", r.code, r.stderr)
 	}
@@ -442,7 +442,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo left %s behind (stat: %v)", dir[1], err)
 	}
 
-	res := decodeJSON[demoResult](t, c.raw("demo", "-o", "json").stdout)
+	res := decodeJSON[demoResult](t, c.raw("tour", "-o", "json").stdout)
 	if res.Canary == nil || res.Canary.Key != "u42" || res.Canary.ToIDC != "IDC-B" || res.Canary.OrderRoute.Cell != "b1" || len(res.Audit) != 2 || len(res.Steps) != len(demoSteps()) {
 		t.Errorf("demo -o json = %+v", res)
 	}

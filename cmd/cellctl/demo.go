@@ -17,10 +17,10 @@ import (
 	"github.com/cellkit/cellkit/router"
 )
 
-func (a *app) newDemoCmd() *cobra.Command {
+func (a *app) newTourCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "demo",
-		Short: "A one-command tour: etcd, a two-IDC map, guarded cells, cellrouter, a refused request",
+		Use:   "tour",
+		Short: "A guided tour of the map and the data plane: etcd, a two-IDC map, IDs, a canary, guarded cells, cellrouter, a refused request",
 		Long: `A one-command tour of cellkit, with nothing installed or running: it starts an
 embedded etcd in a temporary directory on free ports, creates a two-IDC map,
 routes sample users, mints an order ID, whitelists a canary user to the other
@@ -31,7 +31,7 @@ and shows a cell's guard refusing a request sent to it for a user it does not
 own. Then it stops everything and removes the directory. -o json or -o yaml
 prints what it did instead of the narration.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.runDemo() },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.runTour() },
 	}
 }
 
@@ -128,12 +128,12 @@ type demoCanary struct {
 
 func (r demoResult) writeTable(io.Writer) error { return nil } // the narration was the table
 
-func (a *app) runDemo() (err error) {
+func (a *app) runTour() (err error) {
 	d := &demo{a: a, w: io.Discard, res: demoResult{Cluster: demoCluster}}
 	if a.output == "table" {
 		d.w = a.stdout
 	}
-	fmt.Fprintln(d.w, "cellkit demo: a shard map in etcd, routing, IDs, a canary move, guarded cells and cellrouter.")
+	fmt.Fprintln(d.w, "cellkit tour: a shard map in etcd, routing, IDs, a canary move, guarded cells and cellrouter.")
 	fmt.Fprintln(d.w, "Nothing is installed and nothing is left behind.")
 	steps := demoSteps()
 	defer func() {

@@ -51,6 +51,7 @@ type ctl struct {
 	cluster string
 	env     map[string]string
 	stdin   string
+	timeout time.Duration // per command; default testTimeout
 }
 
 func newCtl(t *testing.T, etcd string) *ctl {
@@ -69,7 +70,11 @@ func (c *ctl) run(args ...string) runResult {
 // raw runs cellctl with exactly args.
 func (c *ctl) raw(args ...string) runResult {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	timeout := testTimeout
+	if c.timeout > 0 {
+		timeout = c.timeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out, errb bytes.Buffer
 	code := runContext(ctx, args, c.lookup, strings.NewReader(c.stdin), &out, &errb)

@@ -132,6 +132,7 @@ Start here:
 		a.newFailoverCmd(),
 		a.newSettingsCmd(),
 		a.newDemoCmd(),
+		a.newTourCmd(),
 		a.newLabCmd(),
 	)
 	return root

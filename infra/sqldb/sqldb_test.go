@@ -66,3 +66,26 @@ func TestOpenSQLite(t *testing.T) {
 		t.Fatalf("rows %d, %v", n, err)
 	}
 }
+
+// FuzzParseDSN: any string gives a DSN or ErrBadDSN, never a panic, and a
+// parsed DSN prints as something ParseDSN accepts again.
+func FuzzParseDSN(f *testing.F) {
+	for _, s := range []string{"sqlite:/tmp/a.db", "sqlite::memory:", "mysql://root@127.0.0.1:3306/pay",
+		"mysql://u:p@h:1/d?timeout=1s&readTimeout=2s", "mysql://h/d?x=%zz", "sqlite:", "mysql://", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDSN(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadDSN) {
+				t.Fatalf("ParseDSN(%q): %v is not ErrBadDSN", s, err)
+			}
+			return
+		}
+		if d.Dialect == SQLite {
+			if _, err := ParseDSN(d.String()); err != nil {
+				t.Fatalf("ParseDSN(%q) = %q, which does not parse: %v", s, d, err)
+			}
+		}
+	})
+}
