@@ -21,6 +21,7 @@ import (
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcutover"
 	"github.com/cellkit/cellkit/infra/prometheus"
+	"github.com/cellkit/cellkit/infra/sqldb"
 	"github.com/cellkit/cellkit/router"
 )
 
@@ -195,6 +196,8 @@ func (of *optionFlags) options() (failover.Options, error) {
 // gates. They are not stored in the record: give them again on resume.
 type runFlags struct {
 	mover        string
+	dbs          []string // --db CELL=DSN
+	semiSync     bool
 	gateInterval time.Duration
 	probeURL     string
 	probeKeys    int
@@ -202,12 +205,15 @@ type runFlags struct {
 	promGates    []string
 	promEmptyOK  bool
 
-	gates []failover.Gate    // built by check
-	prom  []*prometheus.Gate // the Prometheus gates among them, closed by close
+	dsns  map[string]sqldb.DSN // parsed --db, by checkMover
+	gates []failover.Gate      // built by check
+	prom  []*prometheus.Gate   // the Prometheus gates among them, closed by close
 }
 
 func (rf *runFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&rf.mover, "mover", "none", `the data gate: "none" (stateless services; the only mover in this version)`)
+	f.StringVar(&rf.mover, "mover", "none", `the data gate: "none" (stateless services), "copy" (copy paycell's rows between the cells' databases while frozen, then prune) or "mysql-gtid" (wait for MariaDB/MySQL GTID replication)`)
+	f.StringArrayVar(&rf.dbs, "db", nil, "a cell's database for --mover copy or mysql-gtid: CELL=DSN, DSN sqlite:PATH or mysql://USER[:PASS]@HOST:PORT/DB (repeat for every cell)")
+	f.BoolVar(&rf.semiSync, "require-semi-sync", false, "mysql-gtid: refuse to flip unless semi-synchronous replication is on from source to target")
 	f.DurationVar(&rf.gateInterval, "gate-interval", time.Second, "the pause between two checks of the gates during a bake")
 	f.StringVar(&rf.probeURL, "probe-url", "", "probe gate: GET this URL for keys of the moved slots, {key} replaced by the key; each must answer 2xx within 2s")
 	f.IntVar(&rf.probeKeys, "probe-keys", 8, "probe gate: keys probed per check")
@@ -218,8 +224,8 @@ func (rf *runFlags) register(f *pflag.FlagSet) {
 
 // check validates the run flags and builds the gates, before etcd is dialed.
 func (rf *runFlags) check() error {
-	if rf.mover != "none" {
-		return usagef(`--mover %q: only "none" (stateless services) is available in this version; the SQL movers arrive with the payment cells`, rf.mover)
+	if err := rf.checkMover(); err != nil {
+		return err
 	}
 	if rf.gateInterval <= 0 {
 		return usagef("--gate-interval %v: want a positive duration like 1s", rf.gateInterval)
@@ -609,7 +615,7 @@ command then exits 0 and prints the command that continues it
 Gates (checked during each stage's bake; a failure rolls the stage back):
   --probe-url URL            GET URL with {key} replaced by keys of the moved slots; 2xx within 2s
   --prom-url URL --gate 'Q'  a PromQL query with a threshold, e.g. 'sum(rate(errors[1m])) < 1'
-Gate and mover flags are not stored in the record: give them again to resume.
+Gate and mover flags (--mover, --db) are not stored in the record: give them again to resume.
 
 Ctrl-C stops the runner; the record keeps the step and 'cutover resume ID'
 continues it. Exit 0 when the cutover is done, waiting or paused; 7 when it
@@ -844,11 +850,16 @@ var errLockLost = fmt.Errorf("this runner's etcd lease expired (etcd unreachable
 // runCutover runs st from ev until it holds or ends, showing progress.
 // Losing the lock or an interrupt stops it; the record keeps the step.
 func (a *app) runCutover(ctl *etcdcutover.Control, st *failover.State, ev failover.Event, rf *runFlags) (*failover.State, error) {
+	mover, closeMover, err := rf.buildMover(a.ctx, ctl.Table)
+	if err != nil {
+		return st, err
+	}
+	defer closeMover()
 	view := a.newProgressView()
 	defer view.done()
 	r := &failover.Runner{
 		Control:      ctl,
-		Mover:        failover.NoneMover{},
+		Mover:        mover,
 		Gates:        rf.gates,
 		GateInterval: rf.gateInterval,
 		OnProgress:   view.show,
