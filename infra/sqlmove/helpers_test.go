@@ -168,18 +168,10 @@ func startMariaDB(t testing.TB) func(t testing.TB, cell string) DB {
 		t.Helper()
 		name := fmt.Sprintf("t%d_%s", n.Add(1), strings.ReplaceAll(cell, "-", "_"))
 		must(t, lab.CreateDatabase(ctxT(t), name))
-		dsn, err := sqldb.ParseDSN(lab.DSN("cells", name))
-		must(t, err)
-		// sqldb sets the session variable transaction_isolation, which
-		// MariaDB has only since 11.1 (10.11 calls it tx_isolation).
-		if v, ok := dsn.MySQL.Params["transaction_isolation"]; ok {
-			delete(dsn.MySQL.Params, "transaction_isolation")
-			dsn.MySQL.Params["tx_isolation"] = v
-		}
-		db, err := sqldb.OpenDSN(ctxT(t), dsn)
+		db, dialect, err := sqldb.Open(ctxT(t), lab.DSN("cells", name))
 		must(t, err)
 		t.Cleanup(func() { db.Close() })
-		return createSchema(t, DB{DB: db, Dialect: dsn.Dialect}, cell)
+		return createSchema(t, DB{DB: db, Dialect: dialect}, cell)
 	}
 }
 

@@ -5,12 +5,13 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cellkit/cellkit/cell"
 	"github.com/cellkit/cellkit/cell/admission"
 	"github.com/cellkit/cellkit/lab/load"
+	"github.com/cellkit/cellkit/paycell"
+	"github.com/cellkit/cellkit/paycell/schema"
 	"github.com/cellkit/cellkit/router"
 )
 
@@ -101,9 +102,6 @@ func (i *Invariant) violate(format string, args ...any) {
 	}
 }
 
-// slotTables are paycell's slot-scoped tables.
-var slotTables = []string{"accounts", "orders", "txns", "entries", "bank_ops", "requests"}
-
 // txnRow is one transaction as the books hold it.
 type txnRow struct {
 	db        string
@@ -140,7 +138,7 @@ func Check(ctx context.Context, in Input) (Report, error) {
 	payOfOrder := map[string][]txnRow{}
 	ledger := newInv("the ledger balances (every transaction sums to zero; balances are the sum of their legs)")
 	leftBehind := newInv("no rows are left at a cell that does not own them")
-	sums := map[string]map[string]int64{} // db -> account class -> sum
+	sums := map[string]paycell.Books{} // db -> its books
 	for _, d := range in.Databases {
 		rows, err := d.DB.QueryContext(ctx, "SELECT txn_id, owner, kind, COALESCE(ref, ''), COALESCE(request_id, '') FROM txns")
 		if err != nil {
@@ -164,48 +162,21 @@ func Check(ctx context.Context, in Input) (Report, error) {
 			return rep, err
 		}
 
-		// Every transaction balanced.
-		unbalanced, err := queryPairs(ctx, d.DB, "SELECT txn_id, SUM(amount) FROM entries GROUP BY txn_id HAVING SUM(amount) <> 0")
+		// Every transaction balanced, balances the sum of their legs, every
+		// row in its owner's slot: paycell's own per-database checks.
+		b, err := paycell.ReadBooks(ctx, d.DB, in.Table.SlotCount())
 		if err != nil {
 			return rep, fmt.Errorf("books: %s: %w", d.Name, err)
 		}
-		for _, p := range unbalanced {
-			ledger.violate("%s: transaction %s legs sum to %d", d.Name, p.k, p.v)
+		for _, p := range b.Problems {
+			ledger.violate("%s: %s", d.Name, p)
 		}
-		// Balances are the sum of their legs.
-		bad, err := queryPairs(ctx, d.DB, `SELECT a.owner, a.balance - COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account = CONCAT('user:', a.owner)), 0)
-			FROM accounts a`)
-		if err != nil {
-			// SQLite has no CONCAT before 3.44; use ||.
-			bad, err = queryPairs(ctx, d.DB, `SELECT a.owner, a.balance - COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account = 'user:' || a.owner), 0)
-			FROM accounts a`)
-		}
-		if err != nil {
-			return rep, fmt.Errorf("books: %s: balances: %w", d.Name, err)
-		}
-		for _, p := range bad {
-			if p.v != 0 {
-				ledger.violate("%s: account %s's balance is off its legs by %d", d.Name, p.k, p.v)
-			}
-		}
-		// Sums by account class.
-		cls, err := queryPairs(ctx, d.DB, `SELECT account, SUM(amount) FROM entries GROUP BY account`)
-		if err != nil {
-			return rep, fmt.Errorf("books: %s: %w", d.Name, err)
-		}
-		s := map[string]int64{}
-		for _, p := range cls {
-			c, _, _ := strings.Cut(p.k, ":")
-			if p.k == "bank:clearing" || p.k == "bank:withdrawing" {
-				c = p.k
-			}
-			s[c] += p.v
-		}
-		sums[d.Name] = s
+		sums[d.Name] = b
 
 		// Rows at a cell that does not own them.
 		if !in.Replicated {
-			for _, tbl := range slotTables {
+			for _, st := range schema.SlotTables {
+				tbl := st.Name
 				owners, err := queryPairs(ctx, d.DB, "SELECT owner, COUNT(*) FROM "+tbl+" WHERE slot >= 0 GROUP BY owner")
 				if err != nil {
 					return rep, fmt.Errorf("books: %s: %s: %w", d.Name, tbl, err)
@@ -224,10 +195,9 @@ func Check(ctx context.Context, in Input) (Report, error) {
 		same := newInv("the replicated databases hold the same books")
 		ref := sums[in.Databases[0].Name]
 		for _, d := range in.Databases[1:] {
-			for k, v := range ref {
-				if sums[d.Name][k] != v {
-					same.violate("%s: %s sums to %d, %s has %d", d.Name, k, sums[d.Name][k], in.Databases[0].Name, v)
-				}
+			if got := sums[d.Name]; got.Txns != ref.Txns || got.Legs != ref.Legs || got.Held() != ref.Held() || got.Clearing != ref.Clearing {
+				same.violate("%s: %d transactions, %d legs, %d held, clearing %d; %s: %d, %d, %d, %d", d.Name,
+					got.Txns, got.Legs, got.Held(), got.Clearing, in.Databases[0].Name, ref.Txns, ref.Legs, ref.Held(), ref.Clearing)
 			}
 		}
 		defer func() { rep.Invariants = append(rep.Invariants, *same) }()
@@ -278,30 +248,24 @@ func Check(ctx context.Context, in Input) (Report, error) {
 	twice.Detail = fmt.Sprintf("%d paid orders", len(payOfOrder))
 
 	// Money.
-	total := map[string]int64{}
+	var total paycell.Books
 	for _, d := range in.Databases {
-		for k, v := range sums[d.Name] {
-			total[k] += v
-		}
+		total = total.Add(sums[d.Name])
 		if in.Replicated {
 			break // every database holds the same rows
 		}
 	}
-	var all int64
-	for _, v := range total {
-		all += v
+	if total.Sum != 0 {
+		ledger.violate("all legs of all cells sum to %d, not 0", total.Sum)
 	}
-	if all != 0 {
-		ledger.violate("all legs of all cells sum to %d, not 0", all)
-	}
-	rep.Users, rep.Pending, rep.Settled, rep.InFlight = total["user"], total["mpend"], total["merchant"], total["bank:withdrawing"]
+	rep.Users, rep.Pending, rep.Settled, rep.InFlight = total.Users, total.MerchantPending, total.Merchants, total.Withdrawing
 	money := newInv("money is conserved (bank in - bank out = users + merchants + withdrawals in flight)")
 	held := rep.Users + rep.Pending + rep.Settled + rep.InFlight
 	if held != in.BankIn-in.BankOut {
 		money.violate("the books hold %d cents; the bank took in %d and paid out %d (%+d)", held, in.BankIn, in.BankOut, held-(in.BankIn-in.BankOut))
 	}
-	if -total["bank:clearing"] != in.BankIn-in.BankOut {
-		money.violate("the clearing account says %d cents came in net; the bank says %d", -total["bank:clearing"], in.BankIn-in.BankOut)
+	if -total.Clearing != in.BankIn-in.BankOut {
+		money.violate("the clearing account says %d cents came in net; the bank says %d", -total.Clearing, in.BankIn-in.BankOut)
 	}
 	money.Detail = fmt.Sprintf("bank in %s, out %s; users %s, merchants pending %s, settled %s, withdrawals in flight %s",
 		cents(in.BankIn), cents(in.BankOut), cents(rep.Users), cents(rep.Pending), cents(rep.Settled), cents(rep.InFlight))
