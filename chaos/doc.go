@@ -1,10 +1,17 @@
-// Package chaos will run drills. NOT BUILT YET: this file only reserves the
-// package and says what it is for.
+// Package chaos is the home of cellkit's drills; the work is in its
+// subpackages:
 //
-// It will inject faults (gRPC and HTTP interceptors, a TCP proxy, process
-// kills, network partitions), run scripted drill scenarios (load, faults, a
-// cutover or failover), check invariants afterwards (above all: no two cells
-// accepted a write for the same user, no acknowledged payment was lost) and
-// write a report. Active injections are recorded in etcd under
-// /cellkit/<cluster>/chaos/.
+//   - chaos/netfault: TCP fault proxies (toxiproxy, in-process) on the
+//     lab's network paths: latency, partition (blackhole), bandwidth, reset.
+//   - chaos/reqfault: request faults (latency, error status, abort) in cells
+//     and routers, switched through etcd under /cellkit/<cluster>/chaos/,
+//     each with a mandatory expiry.
+//   - chaos/procfault: kill -9, SIGSTOP/SIGCONT and stop pulses (gray
+//     failure) for processes a drill started.
+//   - chaos/drill: scenario files (YAML) and reports (Markdown, JSON, SVG).
+//   - chaos/labdrill: runs a scenario on the local lab and checks the books.
+//   - chaos/scenarios: the built-in scenarios.
+//
+// `cellctl drill run NAME|FILE` runs a drill; docs/runbooks/drills.md
+// explains scenarios, faults and reports.
 package chaos

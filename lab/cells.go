@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cellkit/cellkit/chaos/reqfault"
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcell"
 	"github.com/cellkit/cellkit/infra/sqldb"
@@ -21,6 +23,8 @@ import (
 type Cell struct {
 	ID  string
 	srv *cellsrv.Cell
+	cli *clientv3.Client // its own etcd client
+	inj *reqfault.Injector
 }
 
 // HTTPAddr is the instance's own address (bypassing the router).
@@ -30,7 +34,19 @@ func (c *Cell) HTTPAddr() string { return c.srv.HTTPAddr() }
 func (c *Cell) Server() *cellsrv.Cell { return c.srv }
 
 // Close stops the instance gracefully (its lease is revoked).
-func (c *Cell) Close() error { return c.srv.Close() }
+func (c *Cell) Close() error {
+	err := c.srv.Close()
+	c.inj.Close()
+	c.cli.Close()
+	return err
+}
+
+// crash stops the instance as kill -9 would.
+func (c *Cell) crash() {
+	c.srv.Crash()
+	c.inj.Close()
+	c.cli.Close()
+}
 
 func migrate(ctx context.Context, db *sql.DB, d sqldb.Dialect) error {
 	return schema.Migrate(ctx, db, d)
@@ -55,35 +71,71 @@ func waitSchema(ctx context.Context, primary, replica *sql.DB) error {
 	}
 }
 
-// StartCell starts an instance of cell id (after a crash or a Close, a
-// new one) over the cell's database.
+// StartCell starts an instance of cell id over the cell's database, on
+// the cell's address (the same across restarts, so routers and proxies
+// find it again). A running instance of the cell is closed first.
 func (l *Lab) StartCell(ctx context.Context, id string) (*Cell, error) {
 	d := l.dbOf[id]
 	if d == nil {
 		return nil, fmt.Errorf("lab: no cell %s", id)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	l.mu.Lock()
+	old := l.cells[id]
+	delete(l.cells, id)
+	addr := l.cellAddr[id]
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	idc := l.idcOf[id]
+	ln, err := listenAgain(ctx, addr)
 	if err != nil {
+		return nil, fmt.Errorf("lab: cell %s: %w", id, err)
+	}
+	advertise := ln.Addr().String()
+	if l.Net != nil {
+		p, err := l.proxyFor("router/"+idc+"/"+id, advertise)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		advertise = p.Addr()
+	}
+	db, err := l.cellDB(ctx, idc, d)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	cli, err := l.dialEtcdVia(ctx, idc)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	inj, err := reqfault.New(ctx, reqfault.Config{Cluster: l.cfg.Cluster, Client: cli, Cell: id, IDC: idc, Logger: l.cfg.Logger})
+	if err != nil {
+		cli.Close()
+		ln.Close()
 		return nil, err
 	}
 	g := etcdcell.Local(id, id+"-0")
 	g.LeaseTTL = l.cfg.LeaseTTL
 	srv, err := cellsrv.NewCell(ctx, cellsrv.Config{
+		Chaos:   inj,
 		Cluster: l.cfg.Cluster, Cell: id, Instance: fmt.Sprintf("%s-%d", id, time.Now().UnixNano()%1e6),
-		Etcd: l.Client, DB: d.db, Dialect: d.dialect, HTTP: ln,
+		Etcd: cli, DB: db, Dialect: d.dialect, HTTP: ln, AdvertiseHTTP: advertise,
 		Bank: l.bank.b, SettleEvery: l.cfg.SettleEvery, Guard: g,
 		OnAdmit: l.Admissions.Admitted, OnRelease: l.Admissions.Released,
 		Logger: l.cfg.Logger,
 	})
 	if err != nil {
+		inj.Close()
+		cli.Close()
 		return nil, err
 	}
-	c := &Cell{ID: id, srv: srv}
+	c := &Cell{ID: id, srv: srv, cli: cli, inj: inj}
 	l.mu.Lock()
-	if old := l.cells[id]; old != nil {
-		defer old.Close()
-	}
 	l.cells[id] = c
+	l.cellAddr[id] = srv.HTTPAddr()
 	l.mu.Unlock()
 	return c, nil
 }
@@ -148,6 +200,9 @@ func (l *Lab) settleAll(ctx context.Context) error {
 	}
 	l.mu.Unlock()
 	for _, c := range cells {
+		if d := l.dbOf[c.ID]; d != nil && l.isLost(d) {
+			continue // its books are no longer the truth (and may hang)
+		}
 		if s := c.srv.Settler(); s != nil {
 			if _, err := s.SettleOnce(ctx); err != nil {
 				return fmt.Errorf("lab: settle %s: %w", c.ID, err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,12 +16,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cellkit/cellkit/cell/admission"
+	"github.com/cellkit/cellkit/chaos/netfault"
+	"github.com/cellkit/cellkit/chaos/reqfault"
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcell"
 	"github.com/cellkit/cellkit/infra/etcdcutover"
 	"github.com/cellkit/cellkit/infra/etcdembed"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/infra/mysql"
+	"github.com/cellkit/cellkit/infra/mysql/mysqllab"
 	"github.com/cellkit/cellkit/infra/sqldb"
 	"github.com/cellkit/cellkit/lab/books"
 	"github.com/cellkit/cellkit/lab/load"
@@ -71,6 +73,21 @@ type Config struct {
 	BankDelay time.Duration
 	// SettleEvery is how often each cell settles its merchants. Default 1s.
 	SettleEvery time.Duration
+	// EtcdMembers is the size of the lab's embedded etcd: 1 (default) or
+	// 3 (drills stop the leader or lose a member).
+	EtcdMembers int
+	// Faults wires the lab's network paths through fault proxies
+	// (chaos/netfault, Lab.Net) so drills can cut them: each IDC's cells
+	// to etcd, the router to each cell, each IDC's cells to their
+	// database server, the replication link between the servers (MariaDB),
+	// the controller (cutovers) to etcd and to each server, and the
+	// clients to the router. See lab/faults.go for the proxies' names.
+	Faults bool
+	// MariaDB is the lab's MariaDB servers when the databases live there,
+	// one server per IDC named like the IDC in lower case: drills kill
+	// and stop them, and with Faults the replication links go through
+	// proxies. Nil for SQLite.
+	MariaDB *mysqllab.Lab
 	// Logger receives the components' logs. Default discards.
 	Logger *slog.Logger
 }
@@ -114,6 +131,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if c.EtcdMembers == 0 {
+		c.EtcdMembers = 1
+	}
 }
 
 // Validate checks the configuration.
@@ -129,6 +149,9 @@ func (c Config) Validate() error {
 	case MoverCopy, MoverGTID, MoverNone:
 	default:
 		return fmt.Errorf("lab: mover %q (want %s, %s or %s)", c.Mover, MoverCopy, MoverGTID, MoverNone)
+	}
+	if c.EtcdMembers != 1 && c.EtcdMembers != 3 {
+		return fmt.Errorf("lab: EtcdMembers %d (want 1 or 3)", c.EtcdMembers)
 	}
 	if c.LeaseTTL < time.Second {
 		return fmt.Errorf("lab: LeaseTTL %v is under 1s", c.LeaseTTL)
@@ -158,22 +181,36 @@ type database struct {
 type Lab struct {
 	cfg Config
 
-	Etcd   *etcdembed.Server
+	// Etcd is the embedded etcd of a one-member lab; EtcdCluster the
+	// members of a three-member one (the other is nil).
+	Etcd        *etcdembed.Server
+	EtcdCluster *etcdembed.Cluster
+	// Client is the lab's own etcd client (the router's and the checks'),
+	// never cut by a fault.
 	Client *clientv3.Client
-	Store  *etcdstore.Store
+	// Net holds the fault proxies (Config.Faults); nil without.
+	Net   *netfault.Net
+	Store *etcdstore.Store
 	// Admissions collects every guard's admission records.
 	Admissions *admission.Log
 	// RouterURL is cellrouter's HTTP base URL.
 	RouterURL string
 
-	dbs      []*database
-	dbOf     map[string]*database
-	cells    map[string]*Cell
-	gw       *gateway.Gateway
-	routerLn net.Listener
-	bank     *bankHandle
-	closers  []func()
-	mu       sync.Mutex
+	dbs        []*database
+	dbOf       map[string]*database
+	cells      map[string]*Cell
+	idcOf      map[string]string
+	cellAddr   map[string]string
+	gw         *gateway.Gateway
+	routerAddr string // the gateway's own listen address
+	stopRouter func(crash bool)
+	bank       *bankHandle
+	closers    []func()
+	mu         sync.Mutex
+	lost       map[*database]bool
+	cellDBs    map[string]*sql.DB // per IDC, through the db proxy (MariaDB + Faults)
+	ctlDBs     map[*database]*sql.DB
+	severed    map[string]time.Time // cell -> when its lost database was severed
 }
 
 // Start starts etcd, creates the map, opens and migrates every database,
@@ -187,18 +224,33 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	l = &Lab{cfg: cfg, Admissions: &admission.Log{}, dbOf: map[string]*database{}, cells: map[string]*Cell{}}
+	l = &Lab{cfg: cfg, Admissions: &admission.Log{}, dbOf: map[string]*database{}, cells: map[string]*Cell{},
+		idcOf: map[string]string{}, cellAddr: map[string]string{}, lost: map[*database]bool{}, cellDBs: map[string]*sql.DB{}, ctlDBs: map[*database]*sql.DB{}, severed: map[string]time.Time{}}
+	for _, c := range cfg.Cells {
+		l.idcOf[c.ID] = c.IDC
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
 			l = nil
 		}
 	}()
-	if l.Etcd, err = etcdembed.Start(ctx, etcdembed.DefaultConfig(filepath.Join(cfg.Dir, "etcd"))); err != nil {
-		return nil, err
+	if cfg.Faults {
+		l.Net = netfault.New(cfg.Logger)
+		l.closers = append(l.closers, l.Net.Close)
 	}
-	l.closers = append(l.closers, func() { l.Etcd.Close() })
-	if l.Client, err = etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: l.Etcd.Endpoints(), DialTimeout: 5 * time.Second}); err != nil {
+	if cfg.EtcdMembers == 1 {
+		if l.Etcd, err = etcdembed.Start(ctx, etcdembed.DefaultConfig(filepath.Join(cfg.Dir, "etcd"))); err != nil {
+			return nil, err
+		}
+		l.closers = append(l.closers, func() { l.Etcd.Close() })
+	} else {
+		if l.EtcdCluster, err = etcdembed.StartCluster(ctx, etcdembed.ClusterConfig{Dir: filepath.Join(cfg.Dir, "etcd"), Members: cfg.EtcdMembers}); err != nil {
+			return nil, err
+		}
+		l.closers = append(l.closers, func() { l.EtcdCluster.Close() })
+	}
+	if l.Client, err = etcdstore.Dial(ctx, etcdstore.DialConfig{Endpoints: l.EtcdEndpoints(), DialTimeout: 5 * time.Second}); err != nil {
 		return nil, err
 	}
 	l.closers = append(l.closers, func() { l.Client.Close() })
@@ -211,11 +263,21 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if err := l.openDatabases(ctx); err != nil {
 		return nil, err
 	}
-	if l.routerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if l.Net != nil {
+		// The controller's handles on the databases are opened now, while
+		// every server answers: a drill's failover finds them cut or dead.
+		for _, d := range l.dbs {
+			if _, err := l.controllerDB(ctx, d); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := l.wireRouter(); err != nil {
 		return nil, err
 	}
-	l.closers = append(l.closers, func() { l.routerLn.Close() })
-	l.RouterURL = "http://" + l.routerLn.Addr().String()
+	if err := l.wireReplication(ctx); err != nil {
+		return nil, err
+	}
 	if err := l.startBank(ctx); err != nil {
 		return nil, err
 	}
@@ -224,10 +286,19 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 			return nil, err
 		}
 	}
-	if err := l.startRouter(ctx); err != nil {
+	if err := l.StartRouter(ctx); err != nil {
 		return nil, err
 	}
+	l.closers = append(l.closers, func() { l.StopRouter(false) })
 	return l, nil
+}
+
+// EtcdEndpoints are the client URLs of every etcd member.
+func (l *Lab) EtcdEndpoints() []string {
+	if l.EtcdCluster != nil {
+		return l.EtcdCluster.Endpoints()
+	}
+	return l.Etcd.Endpoints()
 }
 
 func (l *Lab) createMap(ctx context.Context) error {
@@ -280,28 +351,69 @@ func (l *Lab) openDatabases(ctx context.Context) error {
 	return nil
 }
 
-func (l *Lab) startRouter(ctx context.Context) error {
+// StartRouter starts cellrouter on the lab's router address (the same
+// one after a StopRouter).
+func (l *Lab) StartRouter(ctx context.Context) error {
+	l.mu.Lock()
+	running := l.stopRouter != nil
+	l.mu.Unlock()
+	if running {
+		return errors.New("lab: the router is running")
+	}
+	ln, err := listenAgain(ctx, l.routerAddr)
+	if err != nil {
+		return fmt.Errorf("lab: router: %w", err)
+	}
 	disc, err := etcdcell.NewDiscovery(ctx, l.Client, l.cfg.Cluster, l.cfg.Logger)
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	l.closers = append(l.closers, func() { disc.Close() })
 	cfg := gateway.DefaultConfig()
 	cfg.HTTP.Routes = paycell.GatewayRoutes()
-	g, err := gateway.New(cfg, gateway.Options{Source: l.Store, Discovery: disc, Logger: l.cfg.Logger})
+	opts := gateway.Options{Source: l.Store, Discovery: disc, Logger: l.cfg.Logger}
+	var inj *reqfault.Injector
+	if l.Net != nil {
+		// Request faults at the router too (experiments naming no cell).
+		if inj, err = reqfault.New(ctx, reqfault.Config{Cluster: l.cfg.Cluster, Client: l.Client, Logger: l.cfg.Logger}); err != nil {
+			ln.Close()
+			disc.Close()
+			return err
+		}
+		opts.Middleware = inj.HTTP
+	}
+	g, err := gateway.New(cfg, opts)
 	if err != nil {
+		ln.Close()
+		disc.Close()
+		inj.Close()
 		return err
 	}
 	if err := g.Start(ctx); err != nil {
+		ln.Close()
 		g.Close()
+		disc.Close()
+		inj.Close()
 		return err
 	}
-	ln := l.routerLn
 	sctx, stop := context.WithCancel(context.Background())
 	served := make(chan struct{})
 	go func() { defer close(served); g.Serve(sctx, gateway.Listeners{HTTP: ln}) }()
-	l.closers = append(l.closers, func() { stop(); <-served; g.Close() })
+	l.mu.Lock()
 	l.gw = g
+	l.stopRouter = func(crash bool) {
+		if crash {
+			// A killed router: its listener and every connection go at
+			// once (the front proxy resets the clients' connections).
+			ln.Close()
+		}
+		stop()
+		<-served
+		g.Close()
+		disc.Close()
+		inj.Close()
+	}
+	l.mu.Unlock()
 	for g.Ready() != nil {
 		select {
 		case <-ctx.Done():
@@ -310,6 +422,25 @@ func (l *Lab) startRouter(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// StopRouter stops cellrouter: gracefully, or (crash) as a killed process
+// stops, every client connection reset. No-op when it is not running.
+func (l *Lab) StopRouter(crash bool) {
+	l.mu.Lock()
+	stop := l.stopRouter
+	l.stopRouter = nil
+	l.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	if crash && l.Net != nil {
+		if p := l.Net.Get(ProxyRouterFront); p != nil {
+			_ = p.Reset()
+			defer p.Heal()
+		}
+	}
+	stop(crash)
 }
 
 // Config returns the configuration with defaults applied.
@@ -388,9 +519,12 @@ func (l *Lab) Books(ctx context.Context, acks []load.Ack) (books.Report, error) 
 	if err != nil {
 		return books.Report{}, err
 	}
-	in := books.Input{Table: t, Acks: acks, Admissions: l.Admissions.Records(), Replicated: l.cfg.Replicated}
+	in := books.Input{Table: t, Acks: acks, Admissions: l.clippedAdmissions(), Replicated: l.cfg.Replicated}
 	in.BankIn, in.BankOut = l.bank.totals()
 	for _, d := range l.dbs {
+		if l.isLost(d) {
+			continue
+		}
 		name := d.cells[0]
 		if len(d.cells) > 1 {
 			name = fmt.Sprint(d.cells)
@@ -401,6 +535,40 @@ func (l *Lab) Books(ctx context.Context, acks []load.Ack) (books.Report, error) 
 		in.Pinned = append(in.Pinned, w.Key)
 	}
 	return books.Check(ctx, in)
+}
+
+// clippedAdmissions are the guards' admission records, with the writes of
+// cells whose database a failover severed cut at the sever: what they did
+// later cannot reach the survivors' books (see SeveredWrites).
+func (l *Lab) clippedAdmissions() []admission.Record {
+	recs := l.Admissions.Records()
+	sev := l.Severed()
+	for i, r := range recs {
+		at, ok := sev[r.Cell]
+		if !ok {
+			continue
+		}
+		// Only writes admitted before the sever: one admitted after it
+		// (a fenced cell admitting) must still show.
+		if r.Start.Before(at) && (r.End.IsZero() || r.End.After(at)) {
+			recs[i].End = at
+		}
+	}
+	return recs
+}
+
+// SeveredWrites counts the writes admitted by cells of a severed database
+// that were still running at the sever (or admitted after it): their
+// cells were cut off (fenced) but their database calls had not returned.
+func (l *Lab) SeveredWrites() int {
+	sev := l.Severed()
+	n := 0
+	for _, r := range l.Admissions.Records() {
+		if at, ok := sev[r.Cell]; ok && r.Start.Before(at) && (r.End.IsZero() || r.End.After(at)) {
+			n++
+		}
+	}
+	return n
 }
 
 // Close stops everything in reverse order of start.
@@ -425,7 +593,7 @@ func (l *Lab) Close() {
 func (l *Lab) gtidMover() (failover.DataMover, error) {
 	cells := map[string]mysql.Cell{}
 	for id, d := range l.dbOf {
-		cells[id] = mysql.Cell{Server: d.dsn, DB: d.db}
+		cells[id] = mysql.Cell{Server: d.dsn, DB: d.db, Connection: ServerOf(l.idcOf[id])}
 	}
 	return mysql.New(mysql.Config{Cells: cells, RequireSemiSync: l.cfg.RequireSemiSync})
 }

@@ -134,6 +134,8 @@ Start here:
 		a.newDemoCmd(),
 		a.newTourCmd(),
 		a.newLabCmd(),
+		a.newDrillCmd(),
+		a.newVerifyCmd(),
 	)
 	return root
 }

@@ -391,6 +391,21 @@ func (in *Instance) Close() error {
 	return in.closeErr
 }
 
+// Crash stops the instance the way a killed process stops: the fence
+// trips (the contexts of requests still running are cancelled), the loops
+// and the map watch stop, and nothing more is written to etcd — the lease
+// is not revoked, so the ack and endpoint stay until it expires by itself.
+// For fault drills (chaos); Close after Crash does nothing.
+func (in *Instance) Crash() {
+	in.closeOnce.Do(func() {
+		in.fence.Trip("instance crashed")
+		in.cancel()
+		in.wg.Wait()
+		in.watch.Close()
+		in.log.Warn("crashed: lease left to expire", "lease", fmt.Sprintf("%x", in.Lease()))
+	})
+}
+
 // drain waits until no admitted write is running or deadline passes.
 func (in *Instance) drain(deadline time.Time) bool {
 	for in.guard.InFlight() > 0 {

@@ -1,4 +1,5 @@
-// Package etcdembed runs a single-member etcd server inside the process, for
+// Package etcdembed runs an embedded etcd server (one member, or a cluster of
+// three for drills: StartCluster) inside the process, for
 // `cellctl dev`, the demo and tests. Production clusters run etcd on its
 // own, spanning three sites.
 //

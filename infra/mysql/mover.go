@@ -61,6 +61,11 @@ type Cell struct {
 	// DB is an open pool to the cell's server, instead of DSN. The mover
 	// does not close it.
 	DB *sql.DB
+	// Connection is the name of the replication connection, on the other
+	// servers, that replicates from this cell's server (MariaDB
+	// multi-source). Default: the connection whose master address is the
+	// DSN's host:port.
+	Connection string
 }
 
 // Config says where each cell's books are and what the gate demands.
@@ -218,6 +223,7 @@ type Mover struct {
 type cellRef struct {
 	server string
 	addr   string // host:port, "" when given a DB
+	conn   string // replication connection name on peers, if known
 	db     *sql.DB
 }
 
@@ -240,7 +246,7 @@ func New(cfg Config) (*Mover, error) {
 	for _, id := range sortedKeys(cfg.Cells) {
 		c := cfg.Cells[id]
 		if c.DB != nil {
-			m.cells[id] = cellRef{server: c.Server, db: c.DB}
+			m.cells[id] = cellRef{server: c.Server, db: c.DB, conn: c.Connection}
 			continue
 		}
 		d, _ := sqldb.ParseDSN(c.DSN) // checked by Validate
@@ -264,7 +270,7 @@ func New(cfg Config) (*Mover, error) {
 			pools[server] = db
 			m.owned = append(m.owned, db)
 		}
-		m.cells[id] = cellRef{server: server, addr: d.MySQL.Addr, db: db}
+		m.cells[id] = cellRef{server: server, addr: d.MySQL.Addr, db: db, conn: c.Connection}
 	}
 	return m, nil
 }
@@ -440,17 +446,21 @@ func (m *Mover) drain(ctx context.Context, p *pair, ue *UnreachableError) (strin
 	if err != nil {
 		return "", fmt.Errorf("mysql: target %s (%s): %w", p.dstID, p.dst.server, err)
 	}
-	// The connection from the source, if the target names it by the
+	// The connection from the source: by name if known, else by the
 	// address the mover knows; otherwise every connection (what the
 	// target received from anyone, which includes the source's writes).
 	var chosen []ReplicaStatus
 	for _, r := range replicas {
-		if p.src.addr != "" && net.JoinHostPort(r.MasterHost, strconv.Itoa(r.MasterPort)) == p.src.addr {
+		if p.src.conn != "" && r.Connection == p.src.conn ||
+			p.src.conn == "" && p.src.addr != "" && net.JoinHostPort(r.MasterHost, strconv.Itoa(r.MasterPort)) == p.src.addr {
 			chosen = append(chosen, r)
 		}
 	}
-	if len(chosen) == 0 {
+	if len(chosen) == 0 && p.src.conn == "" {
 		chosen = replicas
+	}
+	if len(chosen) == 0 {
+		return "", fmt.Errorf("mysql: target %s (%s) has no replication connection from the lost source %s: it cannot have its writes: %w", p.dstID, p.dst.server, p.src.server, ue)
 	}
 	var received Pos
 	var conns []string
@@ -466,11 +476,44 @@ func (m *Mover) drain(ctx context.Context, p *pair, ue *UnreachableError) (strin
 	if err != nil {
 		return "", err
 	}
+	// Then sever the lost source: stop the target receiving from it, so
+	// that nothing the old master still has (transactions it wrote but
+	// never got acknowledged — it may be alive behind a partition) can
+	// reach the target after the flip, when the target's cells own its
+	// slots. Only the I/O thread stops: the SQL thread keeps applying (with
+	// GTID, MariaDB discards the relay log of a connection whose threads
+	// are both stopped). What arrived meanwhile is drained too. Bringing
+	// the old master back is a DBA's job: it may hold transactions the
+	// target never saw.
+	for _, r := range chosen {
+		stmt := "STOP SLAVE " + quoteConn(r.Connection) + " IO_THREAD"
+		if _, err := p.dst.db.ExecContext(ctx, stmt); err != nil {
+			return "", fmt.Errorf("mysql: target %s (%s): sever the lost source: %s: %w", p.dstID, p.dst.server, stmt, err)
+		}
+	}
+	if replicas, err = ReadReplicas(ctx, p.dst.db); err != nil {
+		return "", fmt.Errorf("mysql: target %s (%s): %w", p.dstID, p.dst.server, err)
+	}
+	after := received
+	for _, r := range replicas {
+		for _, c := range chosen {
+			if c.Connection == r.Connection {
+				if pos, err := ParsePos(r.IOPos); err == nil {
+					after = after.Max(pos)
+				}
+			}
+		}
+	}
+	if !received.Covers(after) {
+		if desc, err = m.wait(ctx, p, after, true); err != nil {
+			return "", err
+		}
+	}
 	semi := ""
 	if m.cfg.RequireSemiSync {
 		semi = "; semi-sync could not be confirmed on the unreachable source"
 	}
-	return fmt.Sprintf("source %s (%s) unreachable (%v); drained replication connection %s: %s%s",
+	return fmt.Sprintf("source %s (%s) unreachable (%v); severed and drained replication connection %s: %s%s",
 		p.fromCells(), p.src.server, ue.Err, strings.Join(conns, ","), desc, semi), nil
 }
 
@@ -650,4 +693,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// quoteConn quotes a replication connection name for STOP SLAVE.
+func quoteConn(name string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(name, `\`, `\\`), "'", "''") + "'"
 }

@@ -319,10 +319,22 @@ func TestWaitDataDrainIfSourceDown(t *testing.T) {
 	if n := count(t, bk.b, "ua"); n != 30 {
 		t.Fatalf("idc-b has %d of a1's 30 acknowledged rows after the drain", n)
 	}
-	for _, want := range []string{"source a1 (idc-a) unreachable", `drained replication connection "idc-a"`, "received GTID 1-1-",
+	for _, want := range []string{"source a1 (idc-a) unreachable", `severed and drained replication connection "idc-a"`, "received GTID 1-1-",
 		"semi-sync could not be confirmed on the unreachable source"} {
 		if !strings.Contains(desc, want) {
 			t.Errorf("description %q does not say %q", desc, want)
+		}
+	}
+	// The lost source is severed: idc-b no longer receives from it, so a
+	// source that comes back (or was only cut off) cannot send writes
+	// its cells made after they lost their slots.
+	rs, err := mysql.ReadReplicas(ctx, bk.lab.DB("idc-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Connection == "idc-a" && r.IORunning != "No" {
+			t.Errorf("idc-b still receives from idc-a after the drain (IO thread %s)", r.IORunning)
 		}
 	}
 	// The survivor takes writes again once it stops waiting for the lost

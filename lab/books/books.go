@@ -58,14 +58,17 @@ type Invariant struct {
 type Report struct {
 	Invariants []Invariant `json:"invariants"`
 	// Totals over the books, in cents.
-	Users      int64 `json:"users"`
-	Pending    int64 `json:"merchantPending"`
-	Settled    int64 `json:"merchantSettled"`
-	InFlight   int64 `json:"withdrawalsInFlight"`
-	BankIn     int64 `json:"bankIn"`
-	BankOut    int64 `json:"bankOut"`
-	Payments   int   `json:"paymentsChecked"`
-	Rows       int   `json:"rows"`
+	Users    int64 `json:"users"`
+	Pending  int64 `json:"merchantPending"`
+	Settled  int64 `json:"merchantSettled"`
+	InFlight int64 `json:"withdrawalsInFlight"`
+	BankIn   int64 `json:"bankIn"`
+	BankOut  int64 `json:"bankOut"`
+	Payments int   `json:"paymentsChecked"`
+	Rows     int   `json:"rows"`
+	// Missing are the acknowledged writes found in no cell's books: every
+	// one (the RPO of a drill names them).
+	Missing    []load.Ack `json:"missing,omitempty"`
 	CheckedFor time.Duration
 }
 
@@ -222,6 +225,7 @@ func Check(ctx context.Context, in Input) (Report, error) {
 		switch {
 		case len(found) == 0:
 			exactly.violate("%s %s of %s (%d cents, acknowledged by %s at %s) is in no cell's books", a.Op, a.RequestID, a.Owner, a.Amount, a.Cell, a.At.Format(time.TimeOnly))
+			rep.Missing = append(rep.Missing, a)
 		case here != 1:
 			exactly.violate("%s %s of %s: %d copies in %s (owner %s), %d in all", a.Op, a.RequestID, a.Owner, here, want, at, len(found))
 		case !in.Replicated && len(found) != 1:

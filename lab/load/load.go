@@ -129,8 +129,20 @@ type Ack struct {
 	Merchant  string    `json:"merchant,omitempty"`
 	Amount    int64     `json:"amount"`
 	Cell      string    `json:"cell"`
-	At        time.Time `json:"at"`
+	Started   time.Time `json:"started"` // when the operation began (its first attempt)
+	At        time.Time `json:"at"`      // when it was acknowledged
 }
+
+// Trouble is one attempt that did not succeed: retried (network error, 421,
+// 503, 5xx) or failed for good. Drills find the time to detect in them.
+type Trouble struct {
+	At     time.Time `json:"at"`
+	Owner  string    `json:"owner"`
+	Reason string    `json:"reason"` // HTTP status, "network" or "failed"
+}
+
+// maxTroubles bounds the trouble log.
+const maxTroubles = 200_000
 
 // Failure is an operation that did not succeed after every retry.
 type Failure struct {
@@ -189,6 +201,7 @@ type Generator struct {
 	lat     []time.Duration
 	secs    []Second
 	decl    int
+	trouble []Trouble
 }
 
 // New returns a generator for cfg.
@@ -397,6 +410,7 @@ func (g *Generator) call(ctx context.Context, op Op, owner, path string, body ma
 	}
 	raw, _ := json.Marshal(send)
 	reqID, _ := body["requestId"].(string)
+	began := time.Now()
 	backoff := 20 * time.Millisecond
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -418,19 +432,19 @@ func (g *Generator) call(ctx context.Context, op Op, owner, path string, body ma
 		resp, err := g.cfg.HTTP.Do(req)
 		if err != nil {
 			last = err
-			g.retry("network")
+			g.retry(owner, "network")
 			continue
 		}
 		data, rerr := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if rerr != nil {
 			last = rerr
-			g.retry("network")
+			g.retry(owner, "network")
 			continue
 		}
 		if retryable(resp.StatusCode) {
 			last = &StatusError{Status: resp.StatusCode, Code: resp.Header.Get("Cellkit-Code"), Msg: string(bytes.TrimSpace(data))}
-			g.retry(strconv.Itoa(resp.StatusCode))
+			g.retry(owner, strconv.Itoa(resp.StatusCode))
 			continue
 		}
 		var out map[string]any
@@ -453,13 +467,13 @@ func (g *Generator) call(ctx context.Context, op Op, owner, path string, body ma
 			g.fail(op, reqID, owner, se)
 			return nil, se
 		}
-		g.ack(op, reqID, owner, body, out)
+		g.ack(op, reqID, owner, began, body, out)
 		return out, nil
 	}
 }
 
-func (g *Generator) ack(op Op, reqID, owner string, body, out map[string]any) {
-	a := Ack{Op: op, RequestID: reqID, Owner: owner, At: time.Now()}
+func (g *Generator) ack(op Op, reqID, owner string, began time.Time, body, out map[string]any) {
+	a := Ack{Op: op, RequestID: reqID, Owner: owner, Started: began, At: time.Now()}
 	a.Cell, _ = out["cell"].(string)
 	a.TxnID, _ = out["txnId"].(string)
 	switch op {
@@ -492,15 +506,33 @@ func (g *Generator) ack(op Op, reqID, owner string, body, out map[string]any) {
 func (g *Generator) fail(op Op, reqID, owner string, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.fails = append(g.fails, Failure{Op: op, RequestID: reqID, Owner: owner, Err: err.Error(), At: time.Now()})
-	g.second(time.Now()).Failed++
+	now := time.Now()
+	g.fails = append(g.fails, Failure{Op: op, RequestID: reqID, Owner: owner, Err: err.Error(), At: now})
+	g.second(now).Failed++
+	g.troubleLocked(now, owner, "failed")
 }
 
-func (g *Generator) retry(reason string) {
+func (g *Generator) retry(owner, reason string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := time.Now()
 	g.retried[reason]++
-	g.second(time.Now()).Retries++
+	g.second(now).Retries++
+	g.troubleLocked(now, owner, reason)
+}
+
+func (g *Generator) troubleLocked(at time.Time, owner, reason string) {
+	if len(g.trouble) < maxTroubles {
+		g.trouble = append(g.trouble, Trouble{At: at, Owner: owner, Reason: reason})
+	}
+}
+
+// Troubles returns the attempts that did not succeed, in order (at most
+// the first 200,000).
+func (g *Generator) Troubles() []Trouble {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.trouble)
 }
 
 // second returns the bucket of t; g.mu is held.

@@ -18,6 +18,7 @@ import (
 	"github.com/cellkit/cellkit/cell/admission"
 	"github.com/cellkit/cellkit/cell/grpcguard"
 	"github.com/cellkit/cellkit/cell/httpguard"
+	"github.com/cellkit/cellkit/chaos/reqfault"
 	"github.com/cellkit/cellkit/clock"
 	"github.com/cellkit/cellkit/infra/etcdcell"
 	"github.com/cellkit/cellkit/infra/sqldb"
@@ -82,6 +83,9 @@ type Config struct {
 	// Config.
 	Service paycell.Config
 
+	// Chaos, if set, injects request faults (chaos/reqfault) in front of
+	// the guard, on HTTP and gRPC. Nil: none. The caller closes it.
+	Chaos *reqfault.Injector
 	// OnAdmit and OnRelease, if set, receive the admission records of the
 	// HTTP and gRPC guards and of the settler (see cell/admission.Log).
 	OnAdmit, OnRelease func(admission.Record)
@@ -235,7 +239,7 @@ func NewCell(ctx context.Context, cfg Config) (_ *Cell, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("cellsrv: %w", err)
 		}
-		c.http = &http.Server{Handler: c.health(mw.Handler(c.svc.HTTPHandler())), ReadHeaderTimeout: 10 * time.Second,
+		c.http = &http.Server{Handler: c.health(cfg.Chaos.HTTP(mw.Handler(c.svc.HTTPHandler()))), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelWarn)}
 	}
 	if cfg.GRPC != nil {
@@ -243,7 +247,8 @@ func NewCell(ctx context.Context, cfg Config) (_ *Cell, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("cellsrv: %w", err)
 		}
-		c.grpc = grpc.NewServer(icpt.ServerOptions()...)
+		opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(cfg.Chaos.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(cfg.Chaos.StreamServerInterceptor())}
+		c.grpc = grpc.NewServer(append(opts, icpt.ServerOptions()...)...)
 		c.svc.RegisterGRPC(c.grpc)
 	}
 
@@ -386,6 +391,33 @@ func (c *Cell) Close() error {
 	c.closeErr = errors.Join(errs...)
 	c.log.Info("paycell stopped", "err", c.closeErr)
 	return c.closeErr
+}
+
+// Crash stops the cell the way kill -9 stops its process, for fault
+// drills: the guard instance crashes (its fence trips, cancelling every
+// request still running, and its lease is left to expire, not revoked),
+// the servers close every connection at once, the loops stop. Nothing is
+// drained and nothing more is written. Close after Crash does nothing.
+func (c *Cell) Crash() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.inst.Crash()
+	c.cancel()
+	if c.http != nil {
+		_ = c.http.Close()
+	}
+	if c.grpc != nil {
+		c.grpc.Stop()
+	}
+	c.wg.Wait()
+	if c.ownDB {
+		_ = c.db.Close()
+	}
+	c.log.Warn("paycell crashed")
 }
 
 // abort undoes a NewCell that failed half way.

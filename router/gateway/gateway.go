@@ -42,6 +42,10 @@ type Options struct {
 	// OnUpdate, if set, is called after each new map is installed, after
 	// the gateway's own bookkeeping (see router.WatcherConfig.OnUpdate).
 	OnUpdate func(old, new *router.Table)
+	// Middleware, if set, wraps the HTTP proxy handler in Serve (request
+	// fault injection in drills: chaos/reqfault). With it the standard
+	// net/http server serves, not the lean HTTP/1 one.
+	Middleware func(http.Handler) http.Handler
 }
 
 // Gateway routes HTTP requests and gRPC calls by key to the cell that owns
@@ -299,9 +303,13 @@ func (g *Gateway) Serve(ctx context.Context, ls Listeners) error {
 	running := 0
 	var lean *h1Server
 	if ls.HTTP != nil {
-		httpSrv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+		var h http.Handler = g
+		if g.opts.Middleware != nil {
+			h = g.opts.Middleware(g)
+		}
+		httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 		running++
-		if g.cfg.HTTP.StdServer {
+		if g.cfg.HTTP.StdServer || g.opts.Middleware != nil {
 			go func() { errc <- serveErr(httpSrv.Serve(ls.HTTP)) }()
 		} else {
 			lean = newH1Server(g, httpSrv, ls.HTTP.Addr())

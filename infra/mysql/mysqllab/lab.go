@@ -704,6 +704,48 @@ func (l *Lab) configure(ctx context.Context) error {
 	return nil
 }
 
+// SetSourceAddr points replica's replication connection from source at
+// addr (host:port) instead of source's own port — a fault proxy on the
+// replication link, say — and restarts it from where it stopped (GTID
+// slave_pos). An empty addr points it back at source directly. The change
+// lasts until the lab is started again.
+func (l *Lab) SetSourceAddr(ctx context.Context, replica, source, addr string) error {
+	if err := l.checkServer(replica); err != nil {
+		return err
+	}
+	if err := l.checkServer(source); err != nil {
+		return err
+	}
+	if replica == source {
+		return fmt.Errorf("mysqllab: %s does not replicate from itself", replica)
+	}
+	host, port := "127.0.0.1", l.server(source).Port
+	if addr != "" {
+		h, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("mysqllab: source address %q: %w", addr, err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 || net.ParseIP(h) == nil {
+			return fmt.Errorf("mysqllab: source address %q: want IP:PORT", addr)
+		}
+		host, port = h, n
+	}
+	db := l.DB(replica)
+	conn := quote(source)
+	for _, stmt := range []string{
+		"STOP SLAVE " + conn,
+		fmt.Sprintf("CHANGE MASTER %s TO MASTER_HOST='%s', MASTER_PORT=%d", conn, host, port),
+		"START SLAVE " + conn,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("mysqllab: %s: %s: %w", replica, stmt, err)
+		}
+	}
+	l.log("mysqllab: %s replicates from %s via %s:%d", replica, source, host, port)
+	return nil
+}
+
 // quote quotes a connection name; names are checked by Validate
 // ([a-z0-9-]), so no escaping is needed.
 func quote(name string) string { return "'" + name + "'" }
