@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,25 +45,7 @@ docs/runbooks/drills.md.`,
 }
 
 // builtinScenarios returns the embedded scenarios by name.
-func builtinScenarios() (map[string]*drill.Scenario, error) {
-	out := map[string]*drill.Scenario{}
-	err := fs.WalkDir(scenarios.FS, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") {
-			return err
-		}
-		data, err := scenarios.FS.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		sc, err := drill.Parse(path, data)
-		if err != nil {
-			return err
-		}
-		out[sc.Name] = sc
-		return nil
-	})
-	return out, err
-}
+func builtinScenarios() (map[string]*drill.Scenario, error) { return scenarios.Load() }
 
 func (a *app) newDrillListCmd() *cobra.Command {
 	return &cobra.Command{

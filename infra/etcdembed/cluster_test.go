@@ -140,7 +140,18 @@ func TestClusterFailoverAndQuorumLoss(t *testing.T) {
 	putEventually(t, ctx, cli, "k2", "after-failover")
 
 	// A second member goes: no quorum, so writes fail and only
-	// serializable reads from the survivor work.
+	// serializable reads from the survivor work. First let the survivor
+	// apply k2: a follower learns that an entry is committed with the
+	// leader's next message, and the leader is about to stop.
+	survivor := 3 - first - second
+	scli, err := clientv3.New(clientv3.Config{Endpoints: c.Member(survivor).Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scli.Close()
+	if got := getSerializable(t, ctx, scli, "k2"); got != "after-failover" {
+		t.Fatalf("serializable Get k2 on the survivor = %q", got)
+	}
 	if err := c.Stop(second); err != nil {
 		t.Fatalf("Stop(%d): %v", second, err)
 	}
