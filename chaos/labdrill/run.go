@@ -226,8 +226,11 @@ func (r *runner) close() {
 
 func (r *runner) now() drill.Duration { return drill.Duration(time.Since(r.start)) }
 
-func (r *runner) event(kind, text string) {
-	at := time.Now()
+func (r *runner) event(kind, text string) { r.eventAt(time.Now(), kind, text) }
+
+// eventAt records an event that happened at at (detections and
+// recoveries are found after the fact).
+func (r *runner) eventAt(at time.Time, kind, text string) {
 	ev := drill.Event{At: at, Offset: drill.Duration(at.Sub(r.start)), Kind: kind, Text: text}
 	if r.start.IsZero() {
 		ev.Offset = 0
@@ -561,10 +564,10 @@ func (r *runner) finish(ctx context.Context) {
 		f := &r.rep.Faults[a.idx]
 		f.Detected, f.Recovered = det, rec
 		if det != nil {
-			r.event("detect", fmt.Sprintf("%s: first failed request of an affected user %s after injection", name, det))
+			r.eventAt(f.Injected.Add(det.D()), "detect", fmt.Sprintf("%s: first failed request of an affected user %s after injection", name, det))
 		}
 		if rec != nil {
-			r.event("recovered", fmt.Sprintf("%s: affected users served again %s after injection", name, rec))
+			r.eventAt(f.Injected.Add(rec.D()), "recovered", fmt.Sprintf("%s: affected users served again %s after injection", name, rec))
 		}
 	}
 	slices.SortStableFunc(r.rep.Timeline, func(a, b drill.Event) int { return a.At.Compare(b.At) })
