@@ -193,14 +193,40 @@ func (r *runner) launch(ctx context.Context, kind, from, to string, ctrl *lab.Co
 				c.ctl = ctl
 				r.mu.Unlock()
 			}, r.progress(c))
-		c.final, c.err = final, err
 		r.mu.Lock()
 		killed := c.killed
 		r.mu.Unlock()
+		// A controller that stopped midway on an etcd error (a leader
+		// change, its lock lost) leaves the cutover running: resume it from
+		// a new controller, as the operator would (`cellctl cutover
+		// resume`), at most three times. The timeline shows each.
+		for try := 0; !killed && err != nil && cctx.Err() == nil && final != nil && final.Status == failover.StatusRunning && try < 3; try++ {
+			r.event("cutover", fmt.Sprintf("%s: the controller stopped midway (%v); resuming from a new controller", st.ID, err))
+			ctrl.Close()
+			if ctrl, err = r.l.NewController(cctx); err != nil {
+				break
+			}
+			ctrl.Emergency = kind == "failover"
+			r.mu.Lock()
+			c.ctrl = ctrl
+			r.mu.Unlock()
+			final, err = ctrl.Run(cctx, &failover.State{ID: st.ID}, failover.Event{Kind: failover.EvResume, At: time.Now(), Detail: "drill"}, false, 30*time.Second,
+				func(ctl *etcdcutover.Control) {
+					r.mu.Lock()
+					c.ctl = ctl
+					r.mu.Unlock()
+				}, r.progress(c))
+			r.mu.Lock()
+			killed = c.killed
+			r.mu.Unlock()
+		}
+		c.final, c.err = final, err
 		if killed {
 			return
 		}
-		ctrl.Close()
+		if ctrl != nil {
+			ctrl.Close()
+		}
 		r.recordEnd(c)
 		if err == nil && final.Status == failover.StatusDone {
 			if kind == "cutover" {
