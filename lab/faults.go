@@ -359,34 +359,20 @@ func (c *Controller) Mover(ctx context.Context, table func(context.Context) (*ro
 	if c.Emergency {
 		cfg.SourceTimeout = 2 * time.Second
 	}
-	m, err := mysql.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &severWatch{Mover: m, l: l}, nil
+	cfg.OnSever = l.severedAt
+	return mysql.New(cfg)
 }
 
-// severWatch notes when the mysql-gtid mover severed a lost source: from
-// then on nothing its cells write can reach the survivors.
-type severWatch struct {
-	*mysql.Mover
-	l *Lab
-}
-
-func (s *severWatch) WaitData(ctx context.Context, cutover string, mv failover.Movement) (string, error) {
-	desc, err := s.Mover.WaitData(ctx, cutover, mv)
-	if err == nil && strings.Contains(desc, "severed") {
-		from, _ := mv.Cells()
-		now := time.Now()
-		s.l.mu.Lock()
-		for _, c := range from {
-			if _, done := s.l.severed[c]; !done {
-				s.l.severed[c] = now
-			}
+// severedAt notes that a failover severed the database of cells from the
+// survivors: from then on nothing those cells write can reach them.
+func (l *Lab) severedAt(from []string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range from {
+		if _, done := l.severed[c]; !done {
+			l.severed[c] = at
 		}
-		s.l.mu.Unlock()
 	}
-	return desc, err
 }
 
 // Severed returns, for each cell whose database a failover severed from

@@ -134,7 +134,7 @@ func (r *runner) resume(ctx context.Context, s *drill.ResumeStep) error {
 	rctx, cancel := context.WithTimeout(ctx, timeout+2*time.Minute)
 	defer cancel()
 	final, err := ctrl.Run(rctx, &failover.State{ID: c.id}, failover.Event{Kind: failover.EvResume, At: time.Now(), Detail: "drill"}, false, timeout,
-		func(ctl *etcdcutover.Control) {}, r.progress(nc))
+		nil, r.progress(nc))
 	ctrl.Close()
 	nc.final, nc.err = final, err
 	r.recordEnd(nc)
@@ -185,14 +185,14 @@ func (r *runner) launch(ctx context.Context, kind, from, to string, ctrl *lab.Co
 	c.cancel = cancel
 	c.done = make(chan struct{})
 	r.event("cutover", fmt.Sprintf("%s %s: %s -> %s in %d stage(s)", kind, st.ID, from, to, len(st.Plan.Stages)))
+	onControl := func(ctl *etcdcutover.Control) {
+		r.mu.Lock()
+		c.ctl = ctl
+		r.mu.Unlock()
+	}
 	run := func() {
 		defer close(c.done)
-		final, err := ctrl.Run(cctx, st, failover.Event{Kind: failover.EvStart, At: time.Now()}, true, 30*time.Second,
-			func(ctl *etcdcutover.Control) {
-				r.mu.Lock()
-				c.ctl = ctl
-				r.mu.Unlock()
-			}, r.progress(c))
+		final, err := ctrl.Run(cctx, st, failover.Event{Kind: failover.EvStart, At: time.Now()}, true, 30*time.Second, onControl, r.progress(c))
 		r.mu.Lock()
 		killed := c.killed
 		r.mu.Unlock()
@@ -210,12 +210,7 @@ func (r *runner) launch(ctx context.Context, kind, from, to string, ctrl *lab.Co
 			r.mu.Lock()
 			c.ctrl = ctrl
 			r.mu.Unlock()
-			final, err = ctrl.Run(cctx, &failover.State{ID: st.ID}, failover.Event{Kind: failover.EvResume, At: time.Now(), Detail: "drill"}, false, 30*time.Second,
-				func(ctl *etcdcutover.Control) {
-					r.mu.Lock()
-					c.ctl = ctl
-					r.mu.Unlock()
-				}, r.progress(c))
+			final, err = ctrl.Run(cctx, &failover.State{ID: st.ID}, failover.Event{Kind: failover.EvResume, At: time.Now(), Detail: "drill"}, false, 30*time.Second, onControl, r.progress(c))
 			r.mu.Lock()
 			killed = c.killed
 			r.mu.Unlock()
@@ -269,7 +264,6 @@ func (r *runner) recordEnd(c *cutRun) {
 	}
 	if c.kind == "failover" && c.final.Status == failover.StatusDone {
 		r.l.MarkLost(c.from)
-		r.lostAny = true
 		r.lostIDCs = append(r.lostIDCs, c.from)
 	}
 }

@@ -114,7 +114,6 @@ type runner struct {
 	order    []string // fault names in injection order
 	cut      *cutRun  // the last cutover or failover
 	lastDone *failover.State
-	lostAny  bool     // a failover gave an IDC up
 	lostIDCs []string // the IDCs failovers gave up
 }
 
@@ -600,7 +599,7 @@ func (r *runner) books(ctx context.Context) {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if r.my != nil && r.rep.Lab.Replication != "" && len(r.l.Severed()) == 0 && !r.lostAny {
+	if r.my != nil && r.rep.Lab.Replication != "" && len(r.lostIDCs) == 0 {
 		// Let the standing servers' replicas apply what they received.
 		r.syncStanding(bctx)
 	}

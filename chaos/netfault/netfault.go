@@ -1,7 +1,9 @@
 package netfault
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,8 +191,11 @@ func (p *Proxy) add(kind, toxic string, attrs map[string]any) error {
 	for _, dir := range []string{"upstream", "downstream"} {
 		name := kind + "_" + dir
 		_ = p.tp.Toxics.RemoveToxic(context.Background(), name)
-		doc := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, toxic, dir, mustJSON(attrs))
-		if _, err := p.tp.Toxics.AddToxicJson(strings.NewReader(doc)); err != nil {
+		doc, err := json.Marshal(map[string]any{"name": name, "type": toxic, "stream": dir, "toxicity": 1, "attributes": attrs})
+		if err != nil {
+			return err
+		}
+		if _, err := p.tp.Toxics.AddToxicJson(bytes.NewReader(doc)); err != nil {
 			return fmt.Errorf("netfault: %s: add %s: %w", p.name, kind, err)
 		}
 	}
@@ -236,22 +241,4 @@ func (p *Proxy) close() {
 	if !p.down {
 		p.tp.Stop()
 	}
-}
-
-func mustJSON(m map[string]any) string {
-	var b strings.Builder
-	b.WriteByte('{')
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%q:%v", k, m[k])
-	}
-	b.WriteByte('}')
-	return b.String()
 }

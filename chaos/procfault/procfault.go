@@ -96,6 +96,13 @@ func (p *Pulse) fail(err error) {
 	p.mu.Unlock()
 }
 
+// Count returns the number of stops sent so far.
+func (p *Pulse) Count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pulses
+}
+
 // End stops pulsing and leaves the process running (SIGCONT). It returns
 // the number of stops sent and the first error, if the process went away.
 func (p *Pulse) End() (int, error) {

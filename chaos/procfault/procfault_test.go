@@ -47,7 +47,12 @@ func TestSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(250 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); p.Count() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d stops in 5s", p.Count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	n, err := p.End()
 	if err != nil || n < 2 {
 		t.Fatalf("pulse: %d stops, %v", n, err)

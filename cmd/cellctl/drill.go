@@ -81,13 +81,8 @@ func (a *app) newDrillListCmd() *cobra.Command {
 	}
 }
 
-func clipLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		s = s[:n-1] + "…"
-	}
-	return s
-}
+// clipLine folds s's whitespace into single spaces and clips it to n runes.
+func clipLine(s string, n int) string { return clip(strings.Join(strings.Fields(s), " "), n) }
 
 type drillFlags struct {
 	db, dir, out string

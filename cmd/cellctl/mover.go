@@ -45,19 +45,9 @@ func (rf *runFlags) checkMover() error {
 	}
 	rf.dsns = map[string]sqldb.DSN{}
 	for _, d := range rf.dbs {
-		id, dsn, ok := strings.Cut(d, "=")
-		if !ok || id == "" {
-			return usagef("--db %q: want CELL=DSN, e.g. a1=sqlite:/var/lib/cellkit/a1.db", d)
-		}
-		if err := (router.Cell{ID: id, IDC: "x", State: router.StateActive}).Check(); err != nil {
-			return usagef("--db %q: bad cell ID %q", d, id)
-		}
-		if _, dup := rf.dsns[id]; dup {
-			return usagef("--db: cell %s given twice", id)
-		}
-		p, err := sqldb.ParseDSN(dsn)
+		id, p, err := parseCellDB(d, rf.dsns)
 		if err != nil {
-			return usagef("--db %s: %s", id, message(err))
+			return err
 		}
 		if rf.mover == moverGTID && p.Dialect != sqldb.MySQL {
 			return usagef("--db %s: mysql-gtid needs a mysql:// DSN", id)
@@ -65,6 +55,26 @@ func (rf *runFlags) checkMover() error {
 		rf.dsns[id] = p
 	}
 	return nil
+}
+
+// parseCellDB parses one --db CELL=DSN flag; seen holds the cells
+// already given (a cell given twice is an error).
+func parseCellDB(d string, seen map[string]sqldb.DSN) (string, sqldb.DSN, error) {
+	id, dsn, ok := strings.Cut(d, "=")
+	if !ok || id == "" {
+		return "", sqldb.DSN{}, usagef("--db %q: want CELL=DSN, e.g. a1=sqlite:/var/lib/cellkit/a1.db", d)
+	}
+	if err := (router.Cell{ID: id, IDC: "x", State: router.StateActive}).Check(); err != nil {
+		return "", sqldb.DSN{}, usagef("--db %q: bad cell ID %q", d, id)
+	}
+	if _, dup := seen[id]; dup {
+		return "", sqldb.DSN{}, usagef("--db: cell %s given twice", id)
+	}
+	p, err := sqldb.ParseDSN(dsn)
+	if err != nil {
+		return "", sqldb.DSN{}, usagef("--db %s: %s", id, message(err))
+	}
+	return id, p, nil
 }
 
 // buildMover opens the cells' databases and returns the mover, and a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/cellkit/cellkit/lab/books"
 	"github.com/cellkit/cellkit/lab/load"
 	"github.com/cellkit/cellkit/paycell/bank"
-	"github.com/cellkit/cellkit/router"
 )
 
 type verifyFlags struct {
@@ -66,25 +64,19 @@ Exit status 0 when every invariant holds, 1 when one does not.`,
 
 func (a *app) verify(f verifyFlags) error {
 	byDSN := map[string][]string{}
+	dsnOf := map[string]sqldb.DSN{}
 	var order []string
-	seen := map[string]bool{}
+	seen := map[string]sqldb.DSN{}
 	for _, d := range f.dbs {
-		id, dsn, ok := strings.Cut(d, "=")
-		if !ok || id == "" {
-			return usagef("--db %q: want CELL=DSN, e.g. a1=sqlite:/var/lib/cellkit/a1.db", d)
+		id, p, err := parseCellDB(d, seen)
+		if err != nil {
+			return err
 		}
-		if err := (router.Cell{ID: id, IDC: "x", State: router.StateActive}).Check(); err != nil {
-			return usagef("--db %q: bad cell ID %q", d, id)
-		}
-		if seen[id] {
-			return usagef("--db: cell %s given twice", id)
-		}
-		seen[id] = true
-		if _, err := sqldb.ParseDSN(dsn); err != nil {
-			return usagef("--db %s: %s", id, message(err))
-		}
+		seen[id] = p
+		dsn := p.String() // cells on one database share it
 		if byDSN[dsn] == nil {
 			order = append(order, dsn)
+			dsnOf[dsn] = p
 		}
 		byDSN[dsn] = append(byDSN[dsn], id)
 	}
@@ -108,7 +100,7 @@ func (a *app) verify(f verifyFlags) error {
 		}
 	}
 	for _, c := range t.Cells() {
-		if !seen[c.ID] && len(t.SlotsOf(c.ID)) > 0 {
+		if _, ok := seen[c.ID]; !ok && len(t.SlotsOf(c.ID)) > 0 {
 			return usagef("cell %s owns slots but has no --db: give every cell's database", c.ID)
 		}
 	}
@@ -116,7 +108,7 @@ func (a *app) verify(f verifyFlags) error {
 	defer cancel()
 	in := books.Input{Table: t, Acks: acks, Replicated: f.replicated}
 	for _, dsn := range order {
-		db, _, err := sqldb.Open(ctx, dsn)
+		db, err := sqldb.OpenDSN(ctx, dsnOf[dsn])
 		if err != nil {
 			return fmt.Errorf("open %s: %w", strings.Join(byDSN[dsn], ","), err)
 		}
@@ -129,7 +121,7 @@ func (a *app) verify(f verifyFlags) error {
 		in.Pinned = append(in.Pinned, w.Key)
 	}
 	if f.bankURL != "" {
-		tot, err := bankTotals(ctx, f.bankURL)
+		tot, err := bank.NewClient(f.bankURL, nil).Totals(ctx)
 		if err != nil {
 			return err
 		}
@@ -166,24 +158,4 @@ func (a *app) verify(f verifyFlags) error {
 		return fmt.Errorf("verify: %d invariant(s) do not hold", len(rep.Failed()))
 	}
 	return nil
-}
-
-func bankTotals(ctx context.Context, base string) (bank.Totals, error) {
-	var tot bank.Totals
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/totals", nil)
-	if err != nil {
-		return tot, usagef("--bank %q: %v", base, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return tot, fmt.Errorf("bank totals: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return tot, fmt.Errorf("bank totals: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&tot); err != nil {
-		return tot, fmt.Errorf("bank totals: %w", err)
-	}
-	return tot, nil
 }

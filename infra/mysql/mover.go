@@ -96,6 +96,10 @@ type Config struct {
 	// lost, and the description names the position drained. Default
 	// false: an unreachable source fails the gate.
 	DrainIfSourceDown bool
+	// OnSever, if set, is called when a drain has severed the lost source
+	// of the cells from (see WaitData): from then on nothing their server
+	// still holds can reach the target.
+	OnSever func(from []string, at time.Time)
 }
 
 // Validate checks the fields and how they fit together.
@@ -490,6 +494,9 @@ func (m *Mover) drain(ctx context.Context, p *pair, ue *UnreachableError) (strin
 		if _, err := p.dst.db.ExecContext(ctx, stmt); err != nil {
 			return "", fmt.Errorf("mysql: target %s (%s): sever the lost source: %s: %w", p.dstID, p.dst.server, stmt, err)
 		}
+	}
+	if m.cfg.OnSever != nil {
+		m.cfg.OnSever(p.from, time.Now())
 	}
 	if replicas, err = ReadReplicas(ctx, p.dst.db); err != nil {
 		return "", fmt.Errorf("mysql: target %s (%s): %w", p.dstID, p.dst.server, err)
