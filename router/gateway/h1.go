@@ -114,6 +114,12 @@ func (p *h1Pool) close() {
 // http.Transport does: idempotent method or an idempotency key).
 func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request) (*http.Response, error) {
 	for try := 0; ; try++ {
+		// context.AfterFunc runs its function on its own goroutine, so a
+		// context canceled before the call would race the write: refuse it
+		// here instead.
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
 		pc, reused, err := p.get(ctx, addr)
 		if err != nil {
 			return nil, err
