@@ -17,6 +17,14 @@ import (
 // A runner that sees it stops at once and writes nothing more.
 var ErrLockLost = errors.New("cutover lock lost")
 
+// ErrUnavailable marks a Control error as transient: the control plane could
+// not be reached or asked to be tried again (for etcd: unavailable, no
+// leader, leader changed, server stopped). Whether a write that failed with
+// it took effect is unknown; every Control write is safe to repeat
+// (ApplyChange of an edit the map already reflects records it at the
+// current epoch), so the runner repeats it for up to Runner.RetryFor.
+var ErrUnavailable = errors.New("control plane unavailable")
+
 // Barrier is the progress of a barrier: who has acked the freeze epoch.
 type Barrier struct {
 	Epoch    uint64   `json:"epoch"`
@@ -69,7 +77,7 @@ type Control interface {
 type Progress struct {
 	At        time.Time     `json:"at"`
 	Cutover   string        `json:"cutover"`
-	Kind      string        `json:"kind"` // step, barrier, data, gate, command, end
+	Kind      string        `json:"kind"` // step, barrier, data, gate, command, retry, end
 	Status    Status        `json:"status"`
 	Stage     int           `json:"stage"` // 1-based, for people
 	Stages    int           `json:"stages"`
@@ -101,8 +109,50 @@ type Runner struct {
 	// the runner at once, writing nothing more — how tests kill a runner
 	// at a chosen step.
 	BeforeAction func(s *State, a Action) error
+	// RetryFor is how long the runner keeps repeating a control-plane
+	// write that failed with ErrUnavailable (an etcd leader election, a
+	// member restarting) before it stops, leaving the record for a
+	// resume. Each retry is reported (Progress kind "retry"). Default 30s;
+	// negative: stop at the first failure.
+	RetryFor time.Duration
 
 	reportMu sync.Mutex
+}
+
+// defaultRetryFor is Runner.RetryFor's default.
+const defaultRetryFor = 30 * time.Second
+
+// retry runs op, repeating it while it fails with ErrUnavailable, with a
+// backoff from 50ms to 1s, for up to RetryFor. Any other error, the lock
+// lost among them, returns at once.
+func (r *Runner) retry(ctx context.Context, s *State, what string, op func() error) error {
+	limit := r.RetryFor
+	if limit == 0 {
+		limit = defaultRetryFor
+	}
+	var start time.Time
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil || limit < 0 || !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLockLost) || ctx.Err() != nil {
+			return err
+		}
+		if start.IsZero() {
+			start = time.Now()
+		}
+		if spent := time.Since(start); spent+backoff > limit {
+			return fmt.Errorf("failover: %s: still failing after %d attempts in %s: %w", what, attempt, spent.Round(time.Millisecond), err)
+		}
+		r.report(s, "retry", fmt.Sprintf("%s failed (%v); trying again in %s", what, err, backoff), nil)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 func (r *Runner) now() time.Time {
@@ -140,12 +190,13 @@ func (r *Runner) Run(ctx context.Context, s *State, ev Event) (*State, error) {
 			next = s
 		}
 		if !saved && next != s {
-			if err := r.Control.Save(ctx, next); err != nil {
+			if err := r.retry(ctx, s, "save", func() error { return r.Control.Save(ctx, next) }); err != nil {
 				return s, fmt.Errorf("failover: save cutover %s: %w", s.ID, err)
 			}
 		}
 		if msg != nil {
-			if err := r.Control.Consumed(ctx, s.ID, *msg); err != nil {
+			m := *msg
+			if err := r.retry(ctx, next, "consume "+string(m.Command), func() error { return r.Control.Consumed(ctx, s.ID, m) }); err != nil {
 				return next, err
 			}
 		}
@@ -227,7 +278,7 @@ func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan Co
 			kind := commandEvent(m.Command)
 			if kind == "" {
 				r.report(s, "command", fmt.Sprintf("unknown command %q by %s ignored", m.Command, m.Who), nil)
-				if err := r.Control.Consumed(ctx, s.ID, m); err != nil {
+				if err := r.retry(ctx, s, "consume "+string(m.Command), func() error { return r.Control.Consumed(ctx, s.ID, m) }); err != nil {
 					return s, Event{}, false, nil, err
 				}
 				continue
@@ -237,13 +288,13 @@ func (r *Runner) perform(ctx context.Context, s *State, a Action, cmds <-chan Co
 				// A pause waits for the stage boundary: record it, keep waiting.
 				next, _, err := Step(s, ev)
 				if err == nil {
-					if err := r.Control.Save(ctx, next); err != nil {
+					if err := r.retry(ctx, s, "save", func() error { return r.Control.Save(ctx, next) }); err != nil {
 						return s, Event{}, false, nil, err
 					}
 					s = next
 					r.report(s, "command", "pause requested by "+m.Who+"; the cutover stops after this stage", nil)
 				}
-				if err := r.Control.Consumed(ctx, s.ID, m); err != nil {
+				if err := r.retry(ctx, s, "consume "+string(m.Command), func() error { return r.Control.Consumed(ctx, s.ID, m) }); err != nil {
 					return s, Event{}, false, nil, err
 				}
 				continue
@@ -280,9 +331,13 @@ func (r *Runner) apply(ctx context.Context, s *State, a Action) (Event, bool, er
 	at := r.now()
 	reason := fmt.Sprintf("cutover %s stage %s: %s (%s)", s.ID, s.StageName(), a.Change.Op, s.Why)
 	r.report(s, "step", fmt.Sprintf("%s: %d slots, %d keys", a.Change.Op, a.Change.Move.SlotCount(), len(a.Change.Move.Keys)), &a)
-	epoch, err := r.Control.ApplyChange(ctx, reason, *a.Change, func(epoch uint64) (*State, error) {
-		n, _, err := Step(s, Event{Kind: EvApplied, At: at, Epoch: epoch})
-		return n, err
+	var epoch uint64
+	err := r.retry(ctx, s, string(a.Change.Op), func() (err error) {
+		epoch, err = r.Control.ApplyChange(ctx, reason, *a.Change, func(epoch uint64) (*State, error) {
+			n, _, err := Step(s, Event{Kind: EvApplied, At: at, Epoch: epoch})
+			return n, err
+		})
+		return err
 	})
 	switch {
 	case err == nil:

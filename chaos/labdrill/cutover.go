@@ -170,6 +170,8 @@ func (r *runner) progress(c *cutRun) func(failover.Progress) {
 			if changed && (p.Step == failover.StepFreeze || p.Step == failover.StepFlip) {
 				r.event("cutover", fmt.Sprintf("%s stage %d/%d (%s): %s", c.id, p.Stage, p.Stages, p.StageName, p.Step))
 			}
+		case "retry":
+			r.event("cutover", fmt.Sprintf("%s: %s", c.id, p.Message))
 		case "end":
 			r.event("cutover", fmt.Sprintf("%s: %s %s", c.id, p.Status, p.Message))
 		}

@@ -32,6 +32,7 @@ const (
 	kindData    = "data"
 	kindGate    = "gate"
 	kindCommand = "command"
+	kindRetry   = "retry"
 	kindEnd     = "end"
 )
 
@@ -211,7 +212,7 @@ func (v *ttyView) show(p failover.Progress) {
 		v.drawn = false
 	}
 	switch p.Kind {
-	case kindStep, kindData, kindCommand, kindEnd:
+	case kindStep, kindData, kindCommand, kindRetry, kindEnd:
 		b.WriteString(progressLine(p))
 		b.WriteString("\n")
 	}

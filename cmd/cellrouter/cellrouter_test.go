@@ -69,7 +69,7 @@ redirectWait: 2s
 		check func(t *testing.T, c Config)
 	}{
 		{name: "defaults", check: func(t *testing.T, c Config) {
-			if c.Listen != (ListenConfig{":8080", ":8081", ":9090"}) || c.Etcd.Endpoints[0] != "http://127.0.0.1:2379" || c.Cluster != "default" ||
+			if c.Listen != (ListenConfig{HTTP: ":8080", GRPC: ":8081", Admin: ":9090"}) || c.Etcd.Endpoints[0] != "http://127.0.0.1:2379" || c.Cluster != "default" ||
 				c.Discovery.Mode != "etcd" || c.Buffer.MaxPerSlot != 256 || c.HTTP.Routes[0].Keys[0].Header != "X-Route-Key" {
 				t.Fatalf("defaults: %+v", c)
 			}
@@ -87,6 +87,16 @@ redirectWait: 2s
 					t.Fatalf("override: %+v", c)
 				}
 			}},
+		{name: "pprof", args: []string{"--config", write("pprof.yaml", "listen: {pprof: true}\n")}, check: func(t *testing.T, c Config) {
+			if !c.Listen.Pprof {
+				t.Fatal("listen.pprof not read")
+			}
+		}},
+		{name: "pprof flag off beats file", args: []string{"--config", write("pprof2.yaml", "listen: {pprof: true}\n"), "--pprof=false"}, check: func(t *testing.T, c Config) {
+			if c.Listen.Pprof {
+				t.Fatal("--pprof=false ignored")
+			}
+		}},
 		{name: "env", env: map[string]string{envEtcd: "http://e:1", envCluster: "envc"}, check: func(t *testing.T, c Config) {
 			if c.Etcd.Endpoints[0] != "http://e:1" || c.Cluster != "envc" {
 				t.Fatalf("env: %+v", c)

@@ -49,6 +49,9 @@ type ListenConfig struct {
 	GRPC string `json:"grpc,omitempty"`
 	// Admin serves /healthz, /readyz and /metrics. Default ":9090".
 	Admin string `json:"admin,omitempty"`
+	// Pprof adds Go's profiler (/debug/pprof/) to the admin listener.
+	// Off by default: profiles show request paths and cost CPU while taken.
+	Pprof bool `json:"pprof,omitempty"`
 }
 
 // EtcdConfig says how to reach etcd; the password comes from the
@@ -226,6 +229,7 @@ func loadConfig(args []string, env func(string) (string, bool)) (Config, error) 
 		disc      = fs.String("discovery", "", "where instances are found: etcd, static or map (default etcd)")
 		logLevel  = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat = fs.String("log-format", "", "json or text (default json)")
+		pprof     = fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin address")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -271,6 +275,9 @@ func loadConfig(args []string, env func(string) (string, bool)) (Config, error) 
 	}
 	if set["log-format"] {
 		c.Log.Format = *logFormat
+	}
+	if set["pprof"] {
+		c.Listen.Pprof = *pprof
 	}
 	c.setDefaults(env)
 	return c, c.Validate()

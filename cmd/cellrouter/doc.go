@@ -5,7 +5,7 @@
 //
 // It reads a YAML file (--config) and flags that override it:
 //
-//	listen: {http: ":8080", grpc: ":8081", admin: ":9090"}
+//	listen: {http: ":8080", grpc: ":8081", admin: ":9090", pprof: false}
 //	etcd: {endpoints: ["http://127.0.0.1:2379"], dialTimeout: 5s}
 //	cluster: prod
 //	discovery: {mode: etcd}          # etcd | static | map
@@ -21,6 +21,9 @@
 //	buffer: {maxPerSlot: 256, maxTotal: 4096, timeout: 2s, retryAfter: 1s}
 //	redirectWait: 1s
 //	drainTimeout: 15s
+//
+// The admin address serves /healthz, /readyz and /metrics, and Go's
+// profiler under /debug/pprof/ when listen.pprof (--pprof) is set.
 //
 // Discovery: "etcd" follows the endpoints/<cell>/<instance> records that
 // cell instances register under their leases (infra/etcdcell); "static"

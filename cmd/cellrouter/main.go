@@ -111,7 +111,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, env func(string) (
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mapKey := store.Keys().Map()
 	gw, err := gateway.New(cfg.Config, gateway.Options{
-		Source: store, Discovery: disc, Registry: reg, Logger: log, OnUpdate: onUpdate,
+		Source: store, Discovery: disc, Registry: reg, Logger: log, OnUpdate: onUpdate, Profiling: cfg.Listen.Pprof,
 		RevisionProbe: func(ctx context.Context) (int64, error) {
 			resp, err := cli.Get(ctx, mapKey, clientv3.WithKeysOnly())
 			if err != nil || len(resp.Kvs) == 0 {

@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcell"
@@ -161,8 +164,40 @@ func (c *Control) lockErr(err error) error {
 	if errors.Is(err, etcdstore.ErrGuardFailed) {
 		return fmt.Errorf("etcdcutover: %v: %w", err, failover.ErrLockLost)
 	}
+	return transient(err)
+}
+
+// transient marks err with failover.ErrUnavailable when etcd could not
+// take the request for now: unavailable (no connection, no leader, leader
+// changed, server stopped, request timed out) or too many requests. The
+// runner repeats such writes; every other error is returned as it is.
+func transient(err error) error {
+	if err == nil || errors.Is(err, failover.ErrUnavailable) {
+		return err
+	}
+	// The etcd client turns the server's errors into rpctypes.EtcdError
+	// (etcdserver: server stopped, leader changed, no leader, request
+	// timed out: all codes.Unavailable); connection failures stay gRPC
+	// status errors.
+	var code codes.Code
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	if code == codes.Unavailable || errors.Is(err, rpctypes.ErrTooManyRequests) {
+		return &unavailableError{err}
+	}
 	return err
 }
+
+// unavailableError is an etcd error the runner may retry.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string        { return e.err.Error() }
+func (e *unavailableError) Unwrap() error        { return e.err }
+func (e *unavailableError) Is(target error) bool { return target == failover.ErrUnavailable }
 
 // Create stores the record of a new cutover, refusing when another
 // cutover is in progress or the ID is taken.
@@ -184,10 +219,12 @@ func (c *Control) Create(ctx context.Context, s *failover.State) error {
 		Then(clientv3.OpPut(key, string(data))).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("etcdcutover: create %s: %w", key, err)
+		return fmt.Errorf("etcdcutover: create %s: %w", key, transient(err))
 	}
 	if !resp.Succeeded {
-		if !c.owner(ctx) {
+		if own, err := c.owner(ctx); err != nil {
+			return fmt.Errorf("etcdcutover: create %s: check the lock: %w", key, err)
+		} else if !own {
 			return fmt.Errorf("etcdcutover: create %s: %w", key, failover.ErrLockLost)
 		}
 		return fmt.Errorf("etcdcutover: %s: %w", s.ID, ErrExists)
@@ -195,9 +232,14 @@ func (c *Control) Create(ctx context.Context, s *failover.State) error {
 	return nil
 }
 
-func (c *Control) owner(ctx context.Context) bool {
+// owner reports whether the lock is still held; an error means etcd did
+// not say.
+func (c *Control) owner(ctx context.Context) (bool, error) {
 	resp, err := c.cli.Txn(ctx).If(c.mu.IsOwner()).Commit()
-	return err == nil && resp.Succeeded
+	if err != nil {
+		return false, transient(err)
+	}
+	return resp.Succeeded, nil
 }
 
 // Save stores s, only while the lock is held.
@@ -209,7 +251,7 @@ func (c *Control) Save(ctx context.Context, s *failover.State) error {
 	key := recordKey(c.keys, s.ID)
 	resp, err := c.cli.Txn(ctx).If(c.mu.IsOwner()).Then(clientv3.OpPut(key, string(data))).Commit()
 	if err != nil {
-		return fmt.Errorf("etcdcutover: save %s: %w", key, err)
+		return fmt.Errorf("etcdcutover: save %s: %w", key, transient(err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("etcdcutover: save %s: %w", key, failover.ErrLockLost)
@@ -328,9 +370,16 @@ func (c *Control) Consumed(ctx context.Context, id string, m failover.CommandMsg
 		Then(clientv3.OpDelete(key)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("etcdcutover: consume %s: %w", key, err)
+		return fmt.Errorf("etcdcutover: consume %s: %w", key, transient(err))
 	}
-	if !resp.Succeeded && !c.owner(ctx) {
+	if resp.Succeeded {
+		return nil
+	}
+	// Gone already (a repeat of a delete that took effect) or replaced
+	// by a newer command: fine while the lock is held.
+	if own, err := c.owner(ctx); err != nil {
+		return fmt.Errorf("etcdcutover: consume %s: check the lock: %w", key, err)
+	} else if !own {
 		return fmt.Errorf("etcdcutover: consume %s: %w", key, failover.ErrLockLost)
 	}
 	return nil

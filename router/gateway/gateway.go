@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,9 @@ type Options struct {
 	// fault injection in drills: chaos/reqfault). With it the standard
 	// net/http server serves, not the lean HTTP/1 one.
 	Middleware func(http.Handler) http.Handler
+	// Profiling adds Go's profiler (net/http/pprof, /debug/pprof/) to the
+	// admin handler.
+	Profiling bool
 }
 
 // Gateway routes HTTP requests and gRPC calls by key to the cell that owns
@@ -279,6 +283,13 @@ func (g *Gateway) AdminHandler() http.Handler {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
+	if g.opts.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

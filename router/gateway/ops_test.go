@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +253,22 @@ func TestStdServer(t *testing.T) {
 	for _, owner := range []string{"a1", "b1"} {
 		if r := e.get("/v1/balance/"+keyOf(t, owner), nil); r.status != 200 || r.entry.Cell != owner {
 			t.Fatalf("%s: %d %s", owner, r.status, r.body)
+		}
+	}
+}
+
+func TestProfilingOnlyWhenAsked(t *testing.T) {
+	e := newEnv(t, testConfig())
+	if code, _ := adminGet(t, e.adminAddr, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("profiler served without Options.Profiling: %d", code)
+	}
+	gw, err := gateway.New(testConfig(), gateway.Options{Source: e.src, Discovery: e.disc, Profiling: true})
+	must(t, err)
+	for path, want := range map[string]string{"/debug/pprof/": "goroutine", "/debug/pprof/cmdline": "gateway.test"} {
+		rec := httptest.NewRecorder()
+		gw.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s with Profiling: %d %.80q", path, rec.Code, rec.Body.String())
 		}
 	}
 }
