@@ -381,6 +381,7 @@ func (l *Lab) StartRouter(ctx context.Context) error {
 			return err
 		}
 		opts.Middleware = inj.HTTP
+		opts.GRPCInterceptor = inj.StreamServerInterceptor()
 	}
 	g, err := gateway.New(cfg, opts)
 	if err != nil {

@@ -47,6 +47,11 @@ type Options struct {
 	// fault injection in drills: chaos/reqfault). With it the standard
 	// net/http server serves, not the lean HTTP/1 one.
 	Middleware func(http.Handler) http.Handler
+	// GRPCInterceptor, if set, runs before every call the gRPC proxy
+	// forwards (every call is a stream to the proxy: its info.FullMethod
+	// is the call's method, the messages are raw frames). Request fault
+	// injection in drills: chaos/reqfault's StreamServerInterceptor.
+	GRPCInterceptor grpc.StreamServerInterceptor
 	// Profiling adds Go's profiler (net/http/pprof, /debug/pprof/) to the
 	// admin handler.
 	Profiling bool

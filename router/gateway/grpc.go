@@ -49,12 +49,16 @@ func (c rawCodec) Name() string { return c.name }
 var proxyDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
 func (g *Gateway) initGRPC() {
-	g.grpcSrv = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.UnknownServiceHandler(g.handleGRPC),
 		grpc.ForceServerCodec(rawCodec{name: "proto"}),
 		grpc.MaxRecvMsgSize(g.cfg.GRPC.MaxMessageBytes),
 		grpc.MaxSendMsgSize(g.cfg.GRPC.MaxMessageBytes),
-	)
+	}
+	if g.opts.GRPCInterceptor != nil {
+		opts = append(opts, grpc.StreamInterceptor(g.opts.GRPCInterceptor))
+	}
+	g.grpcSrv = grpc.NewServer(opts...)
 }
 
 // GRPCServer returns the transparent gRPC proxy: a server with no services

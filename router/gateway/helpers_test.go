@@ -93,15 +93,22 @@ type env struct {
 	cc                            *grpc.ClientConn
 	stop                          context.CancelFunc
 	served                        chan error
+	edit                          func(*gateway.Options) // set by newEnvOpts
 }
 
 func newEnv(t *testing.T, cfg gateway.Config) *env {
+	t.Helper()
+	return newEnvOpts(t, cfg, nil)
+}
+
+// newEnvOpts is newEnv with edit applied to the gateway's options.
+func newEnvOpts(t *testing.T, cfg gateway.Config, edit func(*gateway.Options)) *env {
 	t.Helper()
 	store := etcdtest.Store(t, etcd.Client(t), fmt.Sprintf("gw%d", clusterSeq.Add(1)))
 	_, err := store.Create(ctxT(t), "test map", etcdtest.TwoCellMap(t, 256))
 	must(t, err)
 
-	e := &env{t: t, store: store, disc: &router.StaticDiscovery{}, cells: map[string]*backend{}, reg: prometheus.NewRegistry()}
+	e := &env{t: t, store: store, disc: &router.StaticDiscovery{}, cells: map[string]*backend{}, reg: prometheus.NewRegistry(), edit: edit}
 	var list []router.Instance
 	for _, c := range []string{"a1", "b1"} {
 		b := startBackend(t, c, store)
@@ -116,10 +123,14 @@ func newEnv(t *testing.T, cfg gateway.Config) *env {
 
 func (e *env) start(cfg gateway.Config) {
 	t := e.t
-	gw, err := gateway.New(cfg, gateway.Options{
+	opts := gateway.Options{
 		Source: e.src, Discovery: e.disc, Registry: e.reg,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if e.edit != nil {
+		e.edit(&opts)
+	}
+	gw, err := gateway.New(cfg, opts)
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	must(t, gw.Start(ctx))

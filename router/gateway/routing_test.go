@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -388,5 +390,36 @@ func TestGRPCKeyFromField(t *testing.T) {
 	err := e.cc.Invoke(ctxT(t), "/cellkit.test.Echo/Get", &wrapperspb.StringValue{}, new(wrapperspb.StringValue))
 	if s := status.Convert(err); s.Code() != codes.InvalidArgument || !strings.Contains(s.Message(), "request field 1") {
 		t.Fatalf("no key: %v", err)
+	}
+}
+
+// TestGRPCInterceptor: Options.GRPCInterceptor sees every proxied call,
+// with its method, before the call goes to a cell; what it refuses never
+// reaches one.
+func TestGRPCInterceptor(t *testing.T) {
+	var seen sync.Map
+	e := newEnvOpts(t, testConfig(), func(o *gateway.Options) {
+		o.GRPCInterceptor = func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			seen.Store(info.FullMethod, true)
+			if strings.HasSuffix(info.FullMethod, "/Credit") {
+				return status.Error(codes.Unavailable, "injected at the router")
+			}
+			return h(srv, ss)
+		}
+	})
+	cli := testsvc.NewClient(e.cc)
+	key := keyOf(t, "a1")
+	kctx := withKey(ctxT(t), "x-user-id", key)
+	if _, err := cli.Credit(kctx, key, 5, "req-x"); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "injected at the router") {
+		t.Fatalf("credit through a refusing interceptor: %v", err)
+	}
+	bal, served, err := cli.Balance(kctx, key)
+	if err != nil || served != "a1" || bal != 0 {
+		t.Fatalf("balance: %v from %q, %v; want 0 from a1 (the refused credit never reached the cell)", bal, served, err)
+	}
+	for _, m := range []string{testsvc.CreditMethod, testsvc.BalanceMethod} {
+		if _, ok := seen.Load(m); !ok {
+			t.Errorf("interceptor did not see %s", m)
+		}
 	}
 }
