@@ -305,6 +305,13 @@ func (c *Control) WaitAcks(ctx context.Context, epoch uint64, progress func(fail
 		_, err := c.acks.WaitAcks(wctx, epoch)
 		done <- err
 	}()
+	// Say at once who is pending and how long their leases have left
+	// (an emergency's countdown can be shorter than one tick).
+	if progress != nil {
+		if b, err := c.barrier(wctx, epoch); err == nil {
+			progress(b)
+		}
+	}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
