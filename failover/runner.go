@@ -144,12 +144,8 @@ func (r *Runner) retry(ctx context.Context, s *State, what string, op func() err
 			return fmt.Errorf("failover: %s: still failing after %d attempts in %s: %w", what, attempt, spent.Round(time.Millisecond), err)
 		}
 		r.report(s, "retry", fmt.Sprintf("%s failed (%v); trying again in %s", what, err, backoff), nil)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, clock.Real(), backoff) != nil {
 			return err
-		case <-t.C:
 		}
 		backoff = min(2*backoff, time.Second)
 	}

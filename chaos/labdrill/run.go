@@ -612,7 +612,7 @@ func (r *runner) books(ctx context.Context) {
 		return
 	}
 	for _, inv := range rep.Invariants {
-		r.rep.Invariants = append(r.rep.Invariants, drill.Invariant{Name: inv.Name, OK: inv.OK, Detail: inv.Detail, Violations: inv.Violations, Count: inv.Count})
+		r.rep.Invariants = append(r.rep.Invariants, drill.Invariant(inv))
 	}
 	r.rep.RPO.Lost = len(rep.Missing)
 	for _, a := range rep.Missing {

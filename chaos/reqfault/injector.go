@@ -302,12 +302,5 @@ func (i *Injector) watch(ctx context.Context, rev int64) {
 func (i *Injector) pause(ctx context.Context, attempt int) bool {
 	d := i.cfg.RetryBackoff << min(attempt, 4)
 	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clock.Sleep(ctx, clock.Real(), d) == nil
 }

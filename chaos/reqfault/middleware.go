@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/cellkit/cellkit/clock"
 )
 
 // Metadata keys (gRPC metadata is lower case; HTTP uses the canonical form).
@@ -76,14 +78,7 @@ func (i *Injector) wait(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
-	t := i.cfg.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, i.cfg.Clock, d)
 }
 
 // HTTP returns middleware that applies the experiments to requests for

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cellkit/cellkit/cell"
+	"github.com/cellkit/cellkit/clock"
 	"github.com/cellkit/cellkit/infra/etcdstore"
 	"github.com/cellkit/cellkit/router"
 )
@@ -341,17 +342,7 @@ func (in *Instance) putAck(epoch uint64) error {
 // pause waits d (at once if d <= 0) and reports whether the instance is
 // still open.
 func (in *Instance) pause(d time.Duration) bool {
-	if d <= 0 {
-		return in.ctx.Err() == nil
-	}
-	t := in.cfg.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return true
-	case <-in.ctx.Done():
-		return false
-	}
+	return clock.Sleep(in.ctx, in.cfg.Clock, d) == nil
 }
 
 func (in *Instance) backoff(failures int) time.Duration {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cellkit/cellkit/clock"
 	"github.com/cellkit/cellkit/failover"
 	"github.com/cellkit/cellkit/infra/etcdcell"
 	"github.com/cellkit/cellkit/infra/etcdstore"
@@ -583,12 +584,7 @@ func send(ctx context.Context, out chan<- failover.CommandMsg, kv *mvccpb.KeyVal
 }
 
 func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+	_ = clock.Sleep(ctx, clock.Real(), d)
 }
 
 // Follow delivers the record of id each time it changes (starting with the

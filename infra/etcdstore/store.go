@@ -493,12 +493,5 @@ func (s *Store) watch(ctx context.Context, rev int64, out chan<- router.Event) {
 func (s *Store) pause(ctx context.Context, attempt int) error {
 	d := s.cfg.RetryBackoff << min(attempt, 4)
 	d = d/2 + rand.N(d/2+1)
-	t := s.cfg.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, s.cfg.Clock, d)
 }

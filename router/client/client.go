@@ -466,15 +466,5 @@ func (c *Client) waitTable(ctx context.Context, limit time.Duration, limitErr er
 }
 
 func (c *Client) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := c.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, c.clock, d)
 }
