@@ -8,11 +8,12 @@
 # cellctl and the bench tools, starts an embedded etcd (cellctl dev) holding
 # a one-cell map whose endpoint is the backend, and prints a table.
 #
-# Knobs (environment): DURATION (10s), WARMUP (2s), THREADS (2), CONNS (64),
-# RATE (5000), RATE_DURATION (10s), BASE_PORT (19000).
+# Knobs (environment): DURATION (5s per run), ROUNDS (5), WARMUP (2s),
+# THREADS (2), CONNS (64), RATE (5000), RATE_DURATION (10s), BASE_PORT (19000).
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
@@ -109,6 +110,8 @@ http {
 			proxy_set_header Connection "";
 			proxy_set_header Host \$host;
 			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Host \$http_host;
+			proxy_set_header X-Forwarded-Proto \$scheme;
 		}
 	}
 }
@@ -125,10 +128,9 @@ to_ms() { # wrk latency ("812.00us", "1.20ms", "2.01s") to milliseconds
 		printf "%.3f", n }'
 }
 run_wrk() { # name url -> "rps p99ms"
-	wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$KEY_HEADER" "$2" >/dev/null
 	local out
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "$KEY_HEADER" "$2")
-	echo "$out" >"$work/wrk-$1.txt"
+	echo "$out" >>"$work/wrk-$1.txt"
 	if grep -q 'Non-2xx' <<<"$out"; then
 		say "$1 answered errors:"
 		echo "$out" >&2
@@ -139,14 +141,34 @@ run_wrk() { # name url -> "rps p99ms"
 	p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
 	echo "$rps $(to_ms "$p99")"
 }
+warm() { wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$KEY_HEADER" "$1" >/dev/null; }
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-say "wrk: ${THREADS} threads, ${CONNS} connections, ${DURATION} each after ${WARMUP} warm-up"
+# The machine's speed drifts over tens of seconds (shared cores): nginx and
+# cellrouter run in alternating order, round after round, and each round's
+# ratio compares two runs made back to back. The summary is the median.
+say "wrk: ${THREADS} threads, ${CONNS} connections, ${ROUNDS} rounds of ${DURATION} per proxy after ${WARMUP} warm-up"
+warm "http://127.0.0.1:$BACKEND_PORT/"
 run_wrk direct "http://127.0.0.1:$BACKEND_PORT/" >"$work/direct.res"
-run_wrk nginx "http://127.0.0.1:$NGINX_PORT/" >"$work/nginx.res"
-run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/" >"$work/cellrouter.res"
+warm "http://127.0.0.1:$NGINX_PORT/"
+warm "http://127.0.0.1:$ROUTER_PORT/"
+: >"$work/rounds"
+for i in $(seq "$ROUNDS"); do
+	if ((i % 2)); then
+		n=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
+		r=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
+	else
+		r=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
+		n=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
+	fi
+	echo "$i $n $r" >>"$work/rounds"
+done
 read -r direct_rps direct_p99 <"$work/direct.res"
-read -r nginx_rps nginx_p99 <"$work/nginx.res"
-read -r router_rps router_p99 <"$work/cellrouter.res"
+nginx_rps=$(awk '{print $2}' "$work/rounds" | median)
+nginx_p99=$(awk '{print $3}' "$work/rounds" | median)
+router_rps=$(awk '{print $4}' "$work/rounds" | median)
+router_p99=$(awk '{print $5}' "$work/rounds" | median)
+ratio=$(awk '{printf "%.3f\n", $4 / $2}' "$work/rounds" | median)
 
 say "fixed rate: ${RATE} req/s for ${RATE_DURATION} each (bench/rate, open loop)"
 run_rate() { "$bin/rate" -url "$1" -rate "$RATE" -duration "$RATE_DURATION" -conns "$CONNS" -H "$KEY_HEADER"; }
@@ -157,11 +179,14 @@ rr=$(run_rate "http://127.0.0.1:$ROUTER_PORT/")
 
 echo
 echo "cellrouter vs nginx, loopback, $(nproc) cores, $(go env GOVERSION), $(nginx -v 2>&1 | sed 's/.*\///')"
-printf '%-12s %12s %12s\n' "proxy" "req/s" "p99 (ms)"
+printf '%-6s %12s %10s %12s %10s %7s\n' "round" "nginx req/s" "p99 (ms)" "router req/s" "p99 (ms)" "ratio"
+awk '{printf "%-6s %12s %10s %12s %10s %7.3f\n", $1, $2, $3, $4, $5, $4 / $2}' "$work/rounds"
+echo
+printf '%-12s %12s %12s\n' "median" "req/s" "p99 (ms)"
 printf '%-12s %12s %12s\n' "direct" "$direct_rps" "$direct_p99"
 printf '%-12s %12s %12s\n' "nginx" "$nginx_rps" "$nginx_p99"
 printf '%-12s %12s %12s\n' "cellrouter" "$router_rps" "$router_p99"
-awk -v r="$router_rps" -v n="$nginx_rps" 'BEGIN { printf "throughput ratio cellrouter/nginx: %.2f (target >= 0.80)\n", r / n }'
+echo "throughput ratio cellrouter/nginx, median of the rounds: $ratio (target >= 0.80)"
 echo
 printf '%-12s %10s %10s %10s %10s %12s\n' "at ${RATE}/s" "p50 (ms)" "p99 (ms)" "p99.9 (ms)" "errors" "p99 added"
 for row in "direct:$rd" "nginx:$rn" "cellrouter:$rr"; do

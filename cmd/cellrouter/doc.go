@@ -11,6 +11,8 @@
 //	discovery: {mode: etcd}          # etcd | static | map
 //	log: {level: info, format: json}
 //	http:
+//	  idleTimeout: 2m                # a keep-alive connection with no request
+//	  readHeaderTimeout: 10s         # a request's head (and small body) once it started
 //	  routes:
 //	    - prefix: /v1/
 //	      keys: [{header: X-User-Id}, {path: "/v1/*/{key}"}]

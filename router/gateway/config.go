@@ -58,6 +58,8 @@ const (
 	DefaultDialTimeout     = 2 * time.Second
 	DefaultDrainTimeout    = 15 * time.Second
 	DefaultIdlePerInstance = 512
+	DefaultIdleTimeout     = 2 * time.Minute
+	DefaultHeaderTimeout   = 10 * time.Second
 )
 
 // Config configures a Gateway. Zero fields mean their defaults; it is what
@@ -100,6 +102,13 @@ type HTTPConfig struct {
 	// requests per second, and only other requests (upgrades, streamed or
 	// large bodies, HTTP/1.0) are handed to net/http.
 	StdServer bool `json:"stdServer,omitempty"`
+	// IdleTimeout closes a client connection that sends no request for
+	// this long between requests. Default 2m.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// ReadHeaderTimeout bounds reading a request once its first byte came:
+	// its head and, on the lean path, a body of known length that did not
+	// arrive with it (slow clients are cut off). Default 10s.
+	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitempty"`
 }
 
 // Route is where the routing key of the requests under one path prefix is.
@@ -223,6 +232,8 @@ func (c *Config) SetDefaults() {
 	}
 	setInt64(&c.HTTP.MaxReplayBody, DefaultMaxReplayBody)
 	setInt(&c.HTTP.MaxIdleConnsPerInstance, DefaultIdlePerInstance)
+	setDur(&c.HTTP.IdleTimeout, DefaultIdleTimeout)
+	setDur(&c.HTTP.ReadHeaderTimeout, DefaultHeaderTimeout)
 	if len(c.GRPC.Metadata) == 0 {
 		c.GRPC.Metadata = []string{DefaultKeyMetadata}
 	}
@@ -347,6 +358,8 @@ func (c Config) Validate() error {
 		{"redirectWait", c.RedirectWait},
 		{"dialTimeout", c.DialTimeout},
 		{"drainTimeout", c.DrainTimeout},
+		{"http.idleTimeout", c.HTTP.IdleTimeout},
+		{"http.readHeaderTimeout", c.HTTP.ReadHeaderTimeout},
 	} {
 		if v.d < 0 {
 			add("%s %v: want a duration >= 0", v.name, v.d.D())

@@ -323,7 +323,8 @@ func (g *Gateway) Serve(ctx context.Context, ls Listeners) error {
 		if g.opts.Middleware != nil {
 			h = g.opts.Middleware(g)
 		}
-		httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+		httpSrv = &http.Server{Handler: h, ReadHeaderTimeout: g.cfg.HTTP.ReadHeaderTimeout.D(), IdleTimeout: g.cfg.HTTP.IdleTimeout.D(),
+			ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 		running++
 		if g.cfg.HTTP.StdServer || g.opts.Middleware != nil {
 			go func() { errc <- serveErr(httpSrv.Serve(ls.HTTP)) }()

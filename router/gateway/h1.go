@@ -3,13 +3,16 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -30,10 +33,18 @@ type h1Pool struct {
 }
 
 type h1Conn struct {
-	addr      string
-	c         net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
+	addr  string
+	c     net.Conn
+	rc    syscall.RawConn // nil when c is not a *net.TCPConn
+	br    *bufio.Reader
+	wbuf  []byte // the request being sent
+	rhead []byte // the last answer's head, when do returned it raw
+	// send's state, kept here so that its callback is made once per
+	// connection rather than per request.
+	sendFn    func(fd uintptr) bool
+	out       []byte
+	werr      error
+	started   bool
 	idleSince time.Time
 }
 
@@ -81,7 +92,14 @@ func (p *h1Pool) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Conn{addr: addr, c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	pc := &h1Conn{addr: addr, c: c, br: bufio.NewReaderSize(c, 16<<10)}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			pc.rc = rc
+			pc.sendFn = pc.sendOnce
+		}
+	}
+	return pc, false, nil
 }
 
 func (p *h1Pool) put(pc *h1Conn) {
@@ -112,7 +130,7 @@ func (p *h1Pool) close() {
 // roundTrip sends req to addr. A pooled connection the server closed while
 // it sat idle is replaced once, when the request may be sent again (as
 // http.Transport does: idempotent method or an idempotency key).
-func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request) (*http.Response, error) {
+func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, raw bool) (*http.Response, error) {
 	for try := 0; ; try++ {
 		// context.AfterFunc runs its function on its own goroutine, so a
 		// context canceled before the call would race the write: refuse it
@@ -130,7 +148,7 @@ func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request) 
 				return nil, err
 			}
 		}
-		resp, sent, err := pc.do(ctx, req, p)
+		resp, sent, err := pc.do(ctx, req, p, raw)
 		if err == nil {
 			return resp, nil
 		}
@@ -151,10 +169,15 @@ func replayableMethod(req *http.Request) bool {
 }
 
 // do writes req and reads the response head. sent reports whether the
-// request may have reached the server (false: the write failed, or the
-// server closed the connection without a byte of answer).
-func (pc *h1Conn) do(ctx context.Context, req *http.Request, p *h1Pool) (_ *http.Response, sent bool, _ error) {
-	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
+// request may have reached the server (false: the write failed). With raw
+// set, a plain answer (scanRespHead, hop-by-hop headers known by name, not
+// a refusal's 421 or 503) comes back without its header parsed: its head is
+// in the body's raw field, for the caller to forward as it is.
+func (pc *h1Conn) do(ctx context.Context, req *http.Request, p *h1Pool, raw bool) (_ *http.Response, sent bool, _ error) {
+	stop := neverStop
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
+	}
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
 		if ctx.Err() != nil {
@@ -162,44 +185,63 @@ func (pc *h1Conn) do(ctx context.Context, req *http.Request, p *h1Pool) (_ *http
 		}
 		return nil, sent, err
 	}
-	if err := writeRequest(pc.bw, req); err != nil {
+	buf, err := appendRequest(pc.wbuf[:0], req)
+	if cap(buf) <= maxKeptWriteBuf {
+		pc.wbuf = buf[:0]
+	}
+	if err != nil {
 		return fail(err)
 	}
-	if err := pc.bw.Flush(); err != nil {
+	if sent, err = pc.send(buf); err != nil {
 		return fail(err)
 	}
 	for {
 		var resp *http.Response
 		var err error
+		body := &h1Body{pc: pc, p: p, stop: stop}
 		if head := peekHead(pc.br); head != nil {
-			if r, ok := parseRespHead(head, req.Method); ok {
+			if rh, ok := scanRespHead(head, req.Method); ok && raw && rh.hopOnly && rh.code != http.StatusMisdirectedRequest && rh.code != http.StatusServiceUnavailable {
+				pc.rhead = append(pc.rhead[:0], head...)
+				body.raw, body.rh = pc.rhead, rh
+				resp = &http.Response{StatusCode: rh.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: rh.length, Close: rh.close}
+			} else if ok {
+				resp, _ = parseRespHead(head, req.Method)
+			}
+			if resp != nil {
 				_, _ = pc.br.Discard(len(head))
-				r.Request = req
-				r.Body = &fixedBody{r: io.LimitedReader{R: pc.br, N: r.ContentLength}}
-				resp = r
+				resp.Request = req
+				body.lr = io.LimitedReader{R: pc.br, N: resp.ContentLength}
 			}
 		}
 		if resp == nil {
-			resp, err = http.ReadResponse(pc.br, req)
+			if resp, err = http.ReadResponse(pc.br, req); err == nil {
+				body.rc = resp.Body
+			}
 		}
 		if err != nil {
-			sent = !errors.Is(err, io.EOF) // io.EOF: not a byte of answer
+			// Written, but no answer: the server may have run it (only a
+			// replayable request is sent again, as http.Transport does).
 			return fail(err)
 		}
 		sent = true
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue // interim answers (100 Continue, 103 Early Hints) are dropped
 		}
-		keep := !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1) && resp.StatusCode != http.StatusSwitchingProtocols
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, p: p, stop: stop, keep: keep}
+		body.keep = !resp.Close && !req.Close && resp.ProtoAtLeast(1, 1) && resp.StatusCode != http.StatusSwitchingProtocols
+		resp.Body = body
 		return resp, true, nil
 	}
 }
 
+func neverStop() bool { return true }
+
 // h1Body returns the connection to the pool once the body was read to its
 // end, and closes it if the body is closed early.
 type h1Body struct {
-	rc   io.ReadCloser
+	rc   io.ReadCloser    // the body http.ReadResponse made, or nil:
+	lr   io.LimitedReader // the Content-Length body of a head read by scanRespHead
+	raw  []byte           // the head, when do returned it unparsed
+	rh   respHead
 	pc   *h1Conn
 	p    *h1Pool
 	stop func() bool
@@ -211,7 +253,16 @@ func (b *h1Body) Read(buf []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(buf)
+	var n int
+	var err error
+	if b.rc != nil {
+		n, err = b.rc.Read(buf)
+	} else {
+		n, err = b.lr.Read(buf)
+		if err == io.EOF && b.lr.N > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
 	if err == io.EOF {
 		b.finish(true)
 	} else if err != nil {
@@ -238,19 +289,86 @@ func (b *h1Body) finish(eof bool) {
 	b.pc.c.Close()
 }
 
-// writeRequest writes req as HTTP/1.1 (what req.Write does, without sorting
-// the headers). The body, if any, is in memory with a known length (fits).
-func writeRequest(bw *bufio.Writer, req *http.Request) error {
+// maxKeptWriteBuf bounds the request buffer a pooled connection keeps
+// between requests.
+const maxKeptWriteBuf = 16 << 10
+
+// send writes a whole request. When nothing from the server is waiting to
+// be read, it writes from inside a RawConn read and then waits there for
+// the answer to arrive: Go's net.Conn.Read tries the read(2) before it
+// waits, and right after a request that first read always finds nothing
+// (EAGAIN), a wasted system call per request. The readiness wait is armed
+// before the request is written, so the answer's arrival cannot be missed.
+// sent reports whether the request may have reached the server.
+func (pc *h1Conn) send(b []byte) (sent bool, err error) {
+	if pc.rc == nil || pc.br.Buffered() > 0 {
+		_, err := pc.c.Write(b)
+		return err == nil, err
+	}
+	pc.out, pc.werr, pc.started = b, nil, false
+	rerr := pc.rc.Read(pc.sendFn)
+	b, werr := pc.out, pc.werr
+	pc.out, pc.werr = nil, nil
+	switch {
+	case werr != nil:
+		return false, &net.OpError{Op: "write", Net: "tcp", Source: pc.c.LocalAddr(), Addr: pc.c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	case !pc.started:
+		return false, rerr // failed before writing anything (closed, deadline)
+	case len(b) > 0:
+		_, err := pc.c.Write(b)
+		return err == nil, err
+	}
+	// A wait that failed (deadline, cancellation, close) after the request
+	// was written is the read's error: the request may have been served.
+	return true, rerr
+}
+
+// sendOnce is send's RawConn read callback (pc.sendFn): the first call
+// writes pc.out and asks to wait for readability, the next one ends the
+// wait.
+func (pc *h1Conn) sendOnce(fd uintptr) bool {
+	if pc.started {
+		return true // readable: the caller reads through pc.br
+	}
+	pc.started = true
+	for len(pc.out) > 0 {
+		n, err := syscall.Write(int(fd), pc.out)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // the socket buffer is full: send writes the rest through pc.c
+		case err != nil:
+			pc.werr = err
+			return true
+		}
+		pc.out = pc.out[n:]
+	}
+	return false // all written: wait for the answer
+}
+
+// appendRequest appends req as HTTP/1.1 to buf (what req.Write writes,
+// without sorting the headers). The body, if any, is in memory with a
+// known length (fits).
+func appendRequest(buf []byte, req *http.Request) ([]byte, error) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
-	bw.WriteString(req.Method)
-	bw.WriteByte(' ')
-	bw.WriteString(req.URL.RequestURI())
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(headerValue(host))
-	bw.WriteString("\r\n")
+	buf = append(buf, req.Method...)
+	buf = append(buf, ' ')
+	if req.URL.Opaque == "" && req.URL.RawPath == "" && req.URL.Path != "" && req.URL.Path[0] == '/' && !req.URL.ForceQuery {
+		buf = append(buf, req.URL.Path...) // RequestURI, without its allocation
+		if req.URL.RawQuery != "" {
+			buf = append(buf, '?')
+			buf = append(buf, req.URL.RawQuery...)
+		}
+	} else {
+		buf = append(buf, req.URL.RequestURI()...)
+	}
+	buf = append(buf, " HTTP/1.1\r\nHost: "...)
+	buf = appendHeaderValue(buf, host)
+	buf = append(buf, "\r\n"...)
 	for k, vv := range req.Header {
 		switch k {
 		case "Host", "Content-Length", "Transfer-Encoding", "Connection":
@@ -260,32 +378,52 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 			if v == "" && k == "User-Agent" {
 				continue
 			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(headerValue(v))
-			bw.WriteString("\r\n")
+			buf = append(buf, k...)
+			buf = append(buf, ": "...)
+			buf = appendHeaderValue(buf, v)
+			buf = append(buf, "\r\n"...)
 		}
 	}
 	if req.Close {
-		bw.WriteString("Connection: close\r\n")
+		buf = append(buf, "Connection: close\r\n"...)
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	switch {
 	case hasBody:
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(req.ContentLength, 10))
-		bw.WriteString("\r\n\r\n")
-		n, err := io.Copy(bw, req.Body)
-		if err != nil {
-			return err
+		buf = append(buf, "Content-Length: "...)
+		buf = strconv.AppendInt(buf, req.ContentLength, 10)
+		buf = append(buf, "\r\n\r\n"...)
+		if req.ContentLength > h1MaxBody {
+			return buf, fmt.Errorf("cellrouter: request body of %d bytes on the lean path", req.ContentLength)
 		}
-		if n != req.ContentLength {
-			return fmt.Errorf("cellrouter: request body has %d bytes, Content-Length %d", n, req.ContentLength)
+		start := len(buf)
+		buf = slices.Grow(buf, int(req.ContentLength)+1)
+		n, err := io.ReadFull(req.Body, buf[start:start+int(req.ContentLength)+1])
+		buf = buf[:start+n]
+		if err != io.ErrUnexpectedEOF && err != io.EOF && err != nil {
+			return buf, err
 		}
-		return nil
+		if int64(n) != req.ContentLength {
+			return buf, fmt.Errorf("cellrouter: request body has %d bytes or more, Content-Length %d", n, req.ContentLength)
+		}
+		return buf, nil
 	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
-		bw.WriteString("Content-Length: 0\r\n")
+		buf = append(buf, "Content-Length: 0\r\n"...)
 	}
-	_, err := bw.WriteString("\r\n")
-	return err
+	return append(buf, "\r\n"...), nil
+}
+
+// appendHeaderValue appends a header value, with any CR or LF (which would
+// split the message) turned into a space.
+func appendHeaderValue(buf []byte, v string) []byte {
+	start := len(buf)
+	buf = append(buf, v...)
+	if strings.ContainsAny(v, "\r\n") {
+		for i := start; i < len(buf); i++ {
+			if buf[i] == '\r' || buf[i] == '\n' {
+				buf[i] = ' '
+			}
+		}
+	}
+	return buf
 }

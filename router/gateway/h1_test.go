@@ -50,7 +50,7 @@ func TestH1PoolReusesAndRecovers(t *testing.T) {
 		if body == "" {
 			req.Body = http.NoBody
 		}
-		resp, err := p.roundTrip(context.Background(), addr, req)
+		resp, err := p.roundTrip(context.Background(), addr, req, false)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
@@ -81,16 +81,37 @@ func TestH1PoolReusesAndRecovers(t *testing.T) {
 	if conns.Load() != 2 {
 		t.Fatalf("%d connections, want a second one after the idle one was closed", conns.Load())
 	}
+	// Again with a POST carrying an idempotency key: it may be sent again
+	// on a fresh connection. (Without one it would not be: a connection that
+	// closes with no answer may still have run the request; http.Transport
+	// decides the same way.)
+	for closed.Load() < 2 && time.Now().Before(deadline.Add(10*time.Second)) {
+		time.Sleep(time.Millisecond)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/after-post", strings.NewReader("again"))
+	req.Header.Set("Idempotency-Key", "k1")
+	resp, err := p.roundTrip(context.Background(), addr, req, false)
+	if err != nil {
+		t.Fatalf("POST with an idempotency key on a connection the server closed: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(b), "POST /after-post again x") {
+		t.Fatalf("got %q", b[:min(len(b), 40)])
+	}
+	if conns.Load() != 3 {
+		t.Fatalf("%d connections, want a second one after the idle one was closed", conns.Load())
+	}
 	get("GET", "/close", "") // Connection: close is honoured
 	get("GET", "/after-close", "")
-	if conns.Load() != 3 {
-		t.Fatalf("%d connections, want 3", conns.Load())
+	if conns.Load() != 4 {
+		t.Fatalf("%d connections, want 4", conns.Load())
 	}
 	// A canceled request fails promptly.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	req, _ := http.NewRequest("GET", "http://"+addr+"/x", http.NoBody)
-	if _, err := p.roundTrip(ctx, addr, req); err == nil {
+	req, _ = http.NewRequest("GET", "http://"+addr+"/x", http.NoBody)
+	if _, err := p.roundTrip(ctx, addr, req, false); err == nil {
 		t.Fatal("canceled request succeeded")
 	}
 }

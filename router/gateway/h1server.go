@@ -37,20 +37,22 @@ type h1Server struct {
 	idleTime time.Duration
 	headTime time.Duration
 
-	mu      sync.Mutex
-	l       net.Listener
-	conns   map[*srvConn]bool // true: between requests
-	closing bool
-	wg      sync.WaitGroup
+	closing atomic.Bool
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[*srvConn]struct{}
+	wg    sync.WaitGroup
 }
 
 type srvConn struct {
-	c net.Conn
+	c    net.Conn
+	idle atomic.Bool // between requests: Shutdown closes it
 }
 
 func newH1Server(g *Gateway, std *http.Server, addr net.Addr) *h1Server {
-	s := &h1Server{g: g, std: std, idleTime: 2 * time.Minute, headTime: 10 * time.Second,
-		conns: map[*srvConn]bool{}, stdDone: make(chan struct{})}
+	s := &h1Server{g: g, std: std, idleTime: g.cfg.HTTP.IdleTimeout.D(), headTime: g.cfg.HTTP.ReadHeaderTimeout.D(),
+		conns: map[*srvConn]struct{}{}, stdDone: make(chan struct{})}
 	s.handoff = newChanListener(addr)
 	go func() {
 		defer close(s.stdDone)
@@ -63,7 +65,7 @@ func newH1Server(g *Gateway, std *http.Server, addr net.Addr) *h1Server {
 func (s *h1Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.l = l
-	closing := s.closing
+	closing := s.closing.Load()
 	s.mu.Unlock()
 	if closing {
 		l.Close()
@@ -87,34 +89,29 @@ func (s *h1Server) Serve(l net.Listener) error {
 		backoff = 0
 		sc := &srvConn{c: c}
 		s.mu.Lock()
-		if s.closing {
+		if s.closing.Load() {
 			s.mu.Unlock()
 			c.Close()
 			continue
 		}
-		s.conns[sc] = true
+		sc.idle.Store(true)
+		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serveConn(sc)
 	}
 }
 
-func (s *h1Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+func (s *h1Server) isClosing() bool { return s.closing.Load() }
 
 // setIdle marks sc between requests (true) or busy; it reports false when
-// the server is shutting down and sc should close instead.
+// the server is shutting down and sc should close instead. Shutdown sets
+// closing before it looks at idle, and setIdle stores idle before it looks
+// at closing, so a connection is either closed by Shutdown while idle or
+// sees closing itself, never neither.
 func (s *h1Server) setIdle(sc *srvConn, idle bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[sc] = idle
-	return true
+	sc.idle.Store(idle)
+	return !s.closing.Load()
 }
 
 func (s *h1Server) serveConn(sc *srvConn) {
@@ -132,6 +129,7 @@ func (s *h1Server) serveConn(sc *srvConn) {
 	br := bufio.NewReaderSize(c, 16<<10)
 	bw := bufio.NewWriterSize(c, 16<<10)
 	remote := c.RemoteAddr().String()
+	w := &h1Writer{bw: bw, header: make(http.Header, 8)}
 	for {
 		if !s.setIdle(sc, true) {
 			return
@@ -143,8 +141,16 @@ func (s *h1Server) serveConn(sc *srvConn) {
 		if !s.setIdle(sc, false) {
 			return
 		}
-		_ = c.SetReadDeadline(time.Now().Add(s.headTime))
+		// The rest of the request is read under the head timeout, unless it
+		// is all here already (the usual case: one read brought it).
+		headIn := bufferedHead(br)
+		if !headIn {
+			_ = c.SetReadDeadline(time.Now().Add(s.headTime))
+		}
 		req, ok := s.readHead(br)
+		if req != nil && headIn && req.ContentLength != 0 && (req.ContentLength < 0 || req.ContentLength > int64(br.Buffered())) {
+			_ = c.SetReadDeadline(time.Now().Add(s.headTime)) // for the body
+		}
 		if req == nil {
 			if !ok {
 				_, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 11\r\n\r\nbad request")
@@ -156,7 +162,8 @@ func (s *h1Server) serveConn(sc *srvConn) {
 			return
 		}
 		req.RemoteAddr = remote
-		w := &h1Writer{bw: bw, header: make(http.Header, 8), method: req.Method, close: req.Close || s.isClosing()}
+		clear(w.header)
+		*w = h1Writer{bw: bw, header: w.header, method: req.Method, close: req.Close || s.isClosing()}
 		if !s.serveOne(w, req) {
 			return
 		}
@@ -226,6 +233,12 @@ func (s *h1Server) readHead(br *bufio.Reader) (*http.Request, bool) {
 		}
 	}
 	return req, true
+}
+
+// bufferedHead reports whether a whole head is in br's buffer already.
+func bufferedHead(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return headEnd(b, 0) > 0
 }
 
 // peekHead returns the buffered head of a message, through its empty line,
@@ -329,12 +342,12 @@ func equalFold(b []byte, lower string) bool {
 // ends first, every connection is closed.
 func (s *h1Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
+	s.closing.Store(true)
 	if s.l != nil {
 		s.l.Close()
 	}
-	for sc, idle := range s.conns {
-		if idle {
+	for sc := range s.conns {
+		if sc.idle.Load() {
 			sc.c.Close()
 		}
 	}
@@ -415,6 +428,60 @@ func (w *h1Writer) WriteHeader(code int) {
 		}
 	}
 	bw.WriteString("\r\n")
+}
+
+// writeRawHead writes a cell's answer head as it came, less its hop-by-hop
+// headers: the head passed scanRespHead with hopOnly set (so every header
+// to drop is known by name, and the answer has a Content-Length). It does
+// what copying the head through an http.Header and WriteHeader would do,
+// without building either, except that the status line passes as the cell
+// wrote it, reason phrase included, and header names keep the cell's case.
+func (w *h1Writer) writeRawHead(head []byte, rh respHead) {
+	w.wrote, w.status = true, rh.code
+	bw := w.bw
+	eol := bytes.Index(head, crlf)
+	bw.Write(head[:eol+2]) // the status line
+	b := head[eol+2 : len(head)-2]
+	for len(b) > 0 {
+		eol := bytes.Index(b, crlf)
+		hl := b[:eol+2]
+		b = b[eol+2:]
+		name, _, _ := bytes.Cut(hl, []byte(":"))
+		if !hopByHop(name) {
+			bw.Write(hl)
+		}
+	}
+	if w.close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	if !rh.date {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// hopByHop reports whether a header name is one of the hop-by-hop headers
+// removeHopByHop always drops.
+func hopByHop(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return equalFold(name, "te")
+	case 7:
+		return equalFold(name, "trailer") || equalFold(name, "upgrade")
+	case 10:
+		return equalFold(name, "connection") || equalFold(name, "keep-alive")
+	case 16:
+		return equalFold(name, "proxy-connection")
+	case 17:
+		return equalFold(name, "transfer-encoding")
+	case 18:
+		return equalFold(name, "proxy-authenticate")
+	case 19:
+		return equalFold(name, "proxy-authorization")
+	}
+	return false
 }
 
 // headerValue keeps a header value from splitting the response.

@@ -249,19 +249,30 @@ func hasToken(v, token string) bool {
 	return false
 }
 
-// parseRespHead parses a response head from a cell (the status line, the
-// header lines and the empty line, each ending in CRLF) when it is the
-// common kind: "HTTP/1.1 NNN reason", a final status other than 204 and
-// 304, token header names, values of visible ASCII, SP and HTAB, exactly
-// one Content-Length and no Transfer-Encoding or Trailer, to a request
-// other than HEAD. Anything else is left to http.ReadResponse (false).
-// Whatever it accepts, http.ReadResponse reads the same way.
-func parseRespHead(head []byte, method string) (*http.Response, bool) {
+// respHead is what scanRespHead learned of a response head.
+type respHead struct {
+	code    int
+	length  int64
+	close   bool // Connection: close
+	date    bool // a Date header
+	hopOnly bool // every hop-by-hop header is one forwardRawHead drops by name
+}
+
+// scanRespHead checks a response head from a cell (the status line, the
+// header lines and the empty line, each ending in CRLF) for the common
+// kind: "HTTP/1.1 NNN reason", a final status other than 204 and 304,
+// token header names, values of visible ASCII, SP and HTAB, exactly one
+// Content-Length and no Transfer-Encoding or Trailer, to a request other
+// than HEAD. Anything else is left to http.ReadResponse (false). Whatever
+// it accepts, http.ReadResponse reads the same way (FuzzRespHeadParser).
+// It allocates nothing.
+func scanRespHead(head []byte, method string) (respHead, bool) {
+	var rh respHead
 	if method == http.MethodHead || !bytes.HasSuffix(head, []byte("\r\n\r\n")) || len(head) < len("HTTP/1.1 200 \r\n\r\n") {
-		return nil, false
+		return rh, false
 	}
 	if !bytes.HasPrefix(head, []byte("HTTP/1.1 ")) {
-		return nil, false
+		return rh, false
 	}
 	for i := 0; i < len(head); {
 		j := bytes.IndexAny(head[i:], "\r\n")
@@ -270,60 +281,121 @@ func parseRespHead(head []byte, method string) (*http.Response, bool) {
 		}
 		i += j
 		if head[i] != '\r' || i+1 >= len(head) || head[i+1] != '\n' {
-			return nil, false
+			return rh, false
 		}
 		i += 2
 	}
-	s := string(head[:len(head)-2])
-	eol := strings.Index(s, "\r\n")
-	line := s[:eol]
-	s = s[eol+2:]
+	b := head[:len(head)-2]
+	eol := bytes.Index(b, crlf)
+	line := b[:eol]
+	b = b[eol+2:]
 	if len(line) < len("HTTP/1.1 200") {
-		return nil, false
+		return rh, false
 	}
 	c0, c1, c2 := line[9], line[10], line[11]
 	if c0 < '2' || c0 > '9' || c1 < '0' || c1 > '9' || c2 < '0' || c2 > '9' || len(line) > 12 && line[12] != ' ' {
-		return nil, false
+		return rh, false
 	}
-	code := int(c0-'0')*100 + int(c1-'0')*10 + int(c2-'0')
-	if code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil, false
+	rh.code = int(c0-'0')*100 + int(c1-'0')*10 + int(c2-'0')
+	if rh.code == http.StatusNoContent || rh.code == http.StatusNotModified {
+		return rh, false
 	}
-	status := line[9:]
-	for i := 0; i < len(status); i++ {
-		if c := status[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return nil, false
+	for _, c := range line[9:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return rh, false
 		}
 	}
+	var cl []byte
+	ncl := 0
+	rh.hopOnly = true
+	for len(b) > 0 {
+		eol := bytes.Index(b, crlf)
+		hl := b[:eol]
+		b = b[eol+2:]
+		if len(hl) == 0 || hl[0] == ' ' || hl[0] == '\t' {
+			return rh, false
+		}
+		name, value, ok := headerFieldBytes(hl)
+		if !ok {
+			return rh, false
+		}
+		switch {
+		case equalFold(name, "content-length"):
+			ncl++
+			cl = value
+		case equalFold(name, "transfer-encoding"), equalFold(name, "trailer"):
+			return rh, false
+		case equalFold(name, "date"):
+			rh.date = true
+		case equalFold(name, "connection"):
+			// Tokens other than close and keep-alive name more headers
+			// to drop: the raw path leaves those to removeHopByHop.
+			for f := range bytes.SplitSeq(value, []byte(",")) {
+				f = bytes.Trim(f, " \t")
+				switch {
+				case equalFold(f, "close"):
+					rh.close = true
+				case len(f) == 0, equalFold(f, "keep-alive"):
+				default:
+					rh.hopOnly = false
+				}
+			}
+		}
+	}
+	if ncl != 1 || len(cl) == 0 || len(cl) > 18 {
+		return rh, false
+	}
+	for _, c := range cl {
+		if c < '0' || c > '9' {
+			return rh, false
+		}
+		rh.length = rh.length*10 + int64(c-'0')
+	}
+	return rh, true
+}
+
+var crlf = []byte("\r\n")
+
+// headerFieldBytes is headerField on bytes, without canonicalizing the
+// name: the name and the value without surrounding whitespace; ok is false
+// for a line the fast paths do not take.
+func headerFieldBytes(hl []byte) (name, value []byte, ok bool) {
+	colon := bytes.IndexByte(hl, ':')
+	if colon <= 0 {
+		return nil, nil, false
+	}
+	name, value = hl[:colon], bytes.Trim(hl[colon+1:], " \t")
+	for _, c := range name {
+		if !isTokenByte(c) {
+			return nil, nil, false
+		}
+	}
+	for _, c := range value {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, nil, false
+		}
+	}
+	return name, value, true
+}
+
+// parseRespHead is scanRespHead making an *http.Response of the head, its
+// header canonicalized as http.ReadResponse does.
+func parseRespHead(head []byte, method string) (*http.Response, bool) {
+	rh, ok := scanRespHead(head, method)
+	if !ok {
+		return nil, false
+	}
+	s := string(head[:len(head)-2])
+	eol := strings.Index(s, "\r\n")
+	status := s[len("HTTP/1.1 "):eol]
+	s = s[eol+2:]
 	n := strings.Count(s, "\r\n")
 	h := make(http.Header, n)
 	vals := make([]string, n)
-	var cl, conn string
-	ncl := 0
 	for s != "" {
 		eol := strings.Index(s, "\r\n")
-		hl := s[:eol]
+		name, value, _ := headerField(s[:eol])
 		s = s[eol+2:]
-		if hl == "" || hl[0] == ' ' || hl[0] == '\t' {
-			return nil, false
-		}
-		name, value, ok := headerField(hl)
-		if !ok {
-			return nil, false
-		}
-		switch name {
-		case "Content-Length":
-			ncl++
-			cl = value
-		case "Transfer-Encoding", "Trailer":
-			return nil, false
-		case "Connection":
-			if conn == "" {
-				conn = value
-			} else {
-				conn += "," + value
-			}
-		}
 		if vv := h[name]; vv != nil {
 			h[name] = append(vv, value)
 		} else {
@@ -332,24 +404,12 @@ func parseRespHead(head []byte, method string) (*http.Response, bool) {
 			vals = vals[1:]
 		}
 	}
-	if ncl != 1 || cl == "" || len(cl) > 18 {
-		return nil, false
-	}
-	length := int64(0)
-	for i := 0; i < len(cl); i++ {
-		c := cl[i]
-		if c < '0' || c > '9' {
-			return nil, false
-		}
-		length = length*10 + int64(c-'0')
-	}
-	closing := hasToken(conn, "close")
-	if closing {
+	if rh.close {
 		delete(h, "Connection") // as http.ReadResponse does
 	}
 	return &http.Response{
-		Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, ContentLength: length, Close: closing,
+		Status: status, StatusCode: rh.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: rh.length, Close: rh.close,
 	}, true
 }
 

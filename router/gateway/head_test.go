@@ -119,6 +119,9 @@ var respSeeds = []string{
 	"HTTP/1.1 204 No Content\r\n\r\n",
 	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
 	"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nDate: Sat, 21 Nov 2026 12:00:00 GMT\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+	"HTTP/1.1 201 Created\r\nconnection: close, keep-alive\r\nte: x\r\nUPGRADE: h2c\r\nProxy-Authenticate: Basic\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nContent-Length: 2\r\n\r\n",
 }
 
 // FuzzRespHeadParser: what parseRespHead accepts, http.ReadResponse reads
@@ -150,6 +153,59 @@ func FuzzRespHeadParser(f *testing.F) {
 			!maps.EqualFunc(resp.Header, std.Header, slices.Equal[[]string]) {
 			t.Fatalf("parseRespHead and net/http disagree on %q:\nfast %q cl %d close %v %v\nstd  %q cl %d close %v te %v %v",
 				h, resp.Status, resp.ContentLength, resp.Close, resp.Header, std.Status, std.ContentLength, std.Close, std.TransferEncoding, std.Header)
+		}
+	})
+}
+
+// FuzzRawRespHead: a head forwarded raw (writeRawHead) reads, at the
+// client, as the same head copied through an http.Header and WriteHeader
+// (the path every other answer takes), but for the reason phrase.
+func FuzzRawRespHead(f *testing.F) {
+	for _, s := range respSeeds {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, closing bool) {
+		i := bytes.Index(data, []byte("\r\n\r\n"))
+		if i < 0 {
+			return
+		}
+		h := data[:i+4]
+		rh, ok := scanRespHead(h, http.MethodGet)
+		if !ok || !rh.hopOnly {
+			return
+		}
+		var raw, std bytes.Buffer
+		wr := &h1Writer{bw: bufio.NewWriter(&raw), header: http.Header{}, method: http.MethodGet, close: closing}
+		wr.writeRawHead(h, rh)
+		wr.bw.Flush()
+		resp, ok := parseRespHead(h, http.MethodGet)
+		if !ok {
+			t.Fatalf("scanRespHead accepts %q, parseRespHead does not", h)
+		}
+		removeHopByHop(resp.Header)
+		ws := &h1Writer{bw: bufio.NewWriter(&std), header: http.Header{}, method: http.MethodGet, close: closing}
+		maps.Copy(ws.header, resp.Header)
+		ws.WriteHeader(resp.StatusCode)
+		ws.bw.Flush()
+		if wr.status != ws.status || wr.chunked || ws.chunked {
+			t.Fatalf("status %d chunked %v, want %d chunked %v", wr.status, wr.chunked, ws.status, ws.chunked)
+		}
+		read := func(b []byte) *http.Response {
+			r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), &http.Request{Method: http.MethodGet})
+			if err != nil {
+				t.Fatalf("client cannot read %q: %v", b, err)
+			}
+			if !rh.date {
+				r.Header.Del("Date") // written by each path at its own instant
+			}
+			return r
+		}
+		a, b := read(raw.Bytes()), read(std.Bytes())
+		// The status line passes as the cell wrote it (the parsed path
+		// writes Go's reason phrase): only the code has to match.
+		if a.StatusCode != b.StatusCode || a.ContentLength != b.ContentLength || a.Close != b.Close || !maps.EqualFunc(a.Header, b.Header, slices.Equal[[]string]) {
+			t.Fatalf("raw and parsed forwarding disagree on %q:\nraw %q cl %d close %v %v\nstd %q cl %d close %v %v",
+				h, a.Status, a.ContentLength, a.Close, a.Header, b.Status, b.ContentLength, b.Close, b.Header)
 		}
 	})
 }

@@ -36,6 +36,22 @@ type httpState struct {
 	replayable bool          // the body is in memory (or empty): the request can be sent again
 	cell       string        // the cell of the last attempt
 	refused    bool          // the final answer is a guard refusal
+	raw        bool          // a plain answer's head may come back unparsed (h1Pool.do)
+	vals       [4]string     // backing for the values the proxy sets, one allocation with the state
+}
+
+// Header values the proxy sets, shared: header values are never written in
+// place, only replaced.
+var (
+	valHTTP     = []string{"http"}
+	valTrailers = []string{"trailers"}
+	valEmpty    = []string{""}
+)
+
+// val returns v as a one-value header value backed by st.vals[i].
+func (st *httpState) val(i int, v string) []string {
+	st.vals[i] = v
+	return st.vals[i : i+1 : i+1]
 }
 
 type stateKey struct{}
@@ -121,25 +137,37 @@ func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request, st *httpSt
 	}
 	removeHopByHop(h)
 	if trailers {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = valTrailers
 	}
 	delete(h, "Forwarded")
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{ip}
+		h["X-Forwarded-For"] = st.val(0, ip)
 	} else {
 		delete(h, "X-Forwarded-For")
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
-	h["X-Forwarded-Proto"] = []string{"http"}
+	h["X-Forwarded-Host"] = st.val(1, r.Host)
+	h["X-Forwarded-Proto"] = valHTTP
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // send none rather than Go's default
-	}
-	u := *r.URL
-	out := &http.Request{
-		Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, Body: r.Body, GetBody: r.GetBody, ContentLength: r.ContentLength, Host: r.Host,
+		h["User-Agent"] = valEmpty // send none rather than Go's default
 	}
 	ctx := r.Context()
+	hw, _ := w.(*h1Writer)
+	st.raw = hw != nil
+	var out *http.Request
+	if hw != nil {
+		// The lean server's request is the gateway's own (parseHead made
+		// it, nothing holds it past this call): it goes out as it is, less
+		// the client's Connection: close, which is not the cell's business
+		// (the client connection's answer says close, see h1Writer.close).
+		out = r
+		out.Close = false
+	} else {
+		u := *r.URL
+		out = &http.Request{
+			Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: h, Body: r.Body, GetBody: r.GetBody, ContentLength: r.ContentLength, Host: r.Host,
+		}
+	}
 	resp, err := g.forward(ctx, st, out)
 	if err != nil {
 		g.answerError(w, r, st, err)
@@ -147,27 +175,33 @@ func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request, st *httpSt
 	}
 	defer resp.Body.Close()
 	g.responded(st)
-	removeHopByHop(resp.Header)
-	dst := w.Header()
-	for k, v := range resp.Header {
-		dst[k] = v
+	if hb, ok := resp.Body.(*h1Body); ok && hb.raw != nil {
+		hw.writeRawHead(hb.raw, hb.rh) // the head as the cell sent it, less hop-by-hop headers
+	} else {
+		removeHopByHop(resp.Header)
+		dst := w.Header()
+		for k, v := range resp.Header {
+			dst[k] = v
+		}
+		for k := range resp.Trailer {
+			dst.Add("Trailer", k)
+		}
+		w.WriteHeader(resp.StatusCode)
 	}
-	for k := range resp.Trailer {
-		dst.Add("Trailer", k)
-	}
-	w.WriteHeader(resp.StatusCode)
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
 	buf := *bufp
-	flush := resp.ContentLength < 0 // streamed: pass each piece on as it comes
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
+	if resp.ContentLength < 0 { // streamed: pass each piece on as it comes
+		rc = http.NewResponseController(w)
+	}
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return // the client is gone
 			}
-			if flush {
+			if rc != nil {
 				_ = rc.Flush()
 			}
 		}
@@ -179,8 +213,11 @@ func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request, st *httpSt
 			panic(http.ErrAbortHandler) // tell the client the answer is cut, as ReverseProxy does
 		}
 	}
-	for k, v := range resp.Trailer {
-		dst[k] = v
+	if len(resp.Trailer) > 0 {
+		dst := w.Header()
+		for k, v := range resp.Trailer {
+			dst[k] = v
+		}
 	}
 }
 
@@ -287,13 +324,18 @@ func (g *Gateway) forward(ctx context.Context, st *httpState, req *http.Request)
 			}
 		}
 		out.URL.Host = addr
-		out.Header[keyHeader] = []string{st.key}
-		out.Header[epochHeader] = []string{g.epochText(r.Epoch)}
+		if attempt == 0 {
+			out.Header[keyHeader] = st.val(2, st.key)
+			out.Header[epochHeader] = st.val(3, g.epochText(r.Epoch))
+		} else {
+			out.Header[keyHeader] = []string{st.key}
+			out.Header[epochHeader] = []string{g.epochText(r.Epoch)}
+		}
 		st.cell = owner
 		t0 := time.Now()
 		var resp *http.Response
 		if g.h1.fits(out) {
-			resp, err = g.h1.roundTrip(ctx, addr, out)
+			resp, err = g.h1.roundTrip(ctx, addr, out, st.raw)
 		} else {
 			resp, err = g.transport.RoundTrip(out)
 		}
