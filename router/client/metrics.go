@@ -29,22 +29,26 @@ var outcomeNames = [numOutcomes]string{"ok", "failure", "canceled", "wrong_cell"
 
 // metrics are the client's Prometheus collectors.
 type metrics struct {
-	requests     *prometheus.CounterVec // cell, outcome
+	cells        cellCollector          // requests_total{cell, outcome}, inflight{cell}
 	redirects    *prometheus.CounterVec // reason: wrong_cell, wrong_cell_hint, stale_map
 	frozenWaits  *prometheus.CounterVec // outcome: flipped, timeout
 	frozenWait   prometheus.Histogram   // seconds
 	frozenNow    prometheus.Gauge       // calls waiting for a flip right now
 	breakerState *prometheus.GaugeVec   // cell
-	inflight     *prometheus.GaugeVec   // cell
 	funcs        []prometheus.Collector // epoch, stale, contact age
 }
 
 func newMetrics(c *Client) *metrics {
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "cellkit", Subsystem: "client", Name: "requests_total",
-			Help: "Attempts by the cell they were routed to and their outcome (ok, failure, canceled, wrong_cell, frozen, stale_map, fenced, refused, breaker_open, rerouted).",
-		}, []string{"cell", "outcome"}),
+		cells: cellCollector{
+			c: c,
+			requests: prometheus.NewDesc("cellkit_client_requests_total",
+				"Attempts by the cell they were routed to and their outcome (ok, failure, canceled, wrong_cell, frozen, stale_map, fenced, refused, breaker_open, rerouted).",
+				[]string{"cell", "outcome"}, nil),
+			inflight: prometheus.NewDesc("cellkit_client_inflight",
+				"Attempts in flight per cell (a stream counts until it is open).",
+				[]string{"cell"}, nil),
+		},
 		redirects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "cellkit", Subsystem: "client", Name: "redirects_total",
 			Help: "Retries after a guard refusal, by reason (wrong_cell: after the map caught up; wrong_cell_hint: to the owner the refusal named; stale_map).",
@@ -65,10 +69,6 @@ func newMetrics(c *Client) *metrics {
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "cellkit", Subsystem: "client", Name: "breaker_state",
 			Help: "Circuit breaker state per cell: 0 closed, 1 half-open, 2 open.",
-		}, []string{"cell"}),
-		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "cellkit", Subsystem: "client", Name: "inflight",
-			Help: "Attempts in flight per cell (a stream counts until it is open).",
 		}, []string{"cell"}),
 	}
 	m.funcs = append(m.funcs,
@@ -96,7 +96,30 @@ func newMetrics(c *Client) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return append([]prometheus.Collector{m.requests, m.redirects, m.frozenWaits, m.frozenWait, m.frozenNow, m.breakerState, m.inflight}, m.funcs...)
+	return append([]prometheus.Collector{m.cells, m.redirects, m.frozenWaits, m.frozenWait, m.frozenNow, m.breakerState}, m.funcs...)
+}
+
+// cellCollector exports the per-cell counters each cellState keeps as
+// atomics: cellkit_client_requests_total{cell, outcome} and
+// cellkit_client_inflight{cell}, every outcome of every cell the client
+// has routed to.
+type cellCollector struct {
+	c                  *Client
+	requests, inflight *prometheus.Desc
+}
+
+func (cc cellCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cc.requests
+	ch <- cc.inflight
+}
+
+func (cc cellCollector) Collect(ch chan<- prometheus.Metric) {
+	for id, cs := range *cc.c.cells.Load() {
+		for o := range numOutcomes {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(cc.requests, prometheus.CounterValue, float64(cs.out[o].Load()), cs.created, id, outcomeNames[o])
+		}
+		ch <- prometheus.MustNewConstMetric(cc.inflight, prometheus.GaugeValue, float64(cs.inflight.Load()), id)
+	}
 }
 
 // register adds every collector to reg; a nil reg registers nothing.

@@ -83,7 +83,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		addr, ok := c.httpInstance(tg.cell.id)
 		if !ok {
 			tg.finish(ignored)
-			tg.cell.out[outBreakerOpen].Inc()
+			tg.cell.out[outBreakerOpen].Add(1)
 			return nil, &CellUnavailableError{Cell: tg.cell.id, Err: ErrNoInstance}
 		}
 		out := req.Clone(ctx)
