@@ -26,7 +26,14 @@ import (
 // picker, breaker, metrics, and the metadata it adds to each call).
 func benchServer(b *testing.B) string {
 	b.Helper()
-	gs := grpc.NewServer()
+	return benchLedger(b)
+}
+
+// benchLedger serves a testsvc ledger of cell a1 on loopback with opts
+// until the benchmark ends, and returns its address.
+func benchLedger(b *testing.B, opts ...grpc.ServerOption) string {
+	b.Helper()
+	gs := grpc.NewServer(opts...)
 	testsvc.NewServer("a1").Register(gs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(b, err)
@@ -134,13 +141,7 @@ func benchGuardedServer(b *testing.B) string {
 		testsvc.StatementMethod: {Kind: cell.Read, Key: requestKey},
 	}})
 	must(b, err)
-	gs := grpc.NewServer(gg.ServerOptions()...)
-	testsvc.NewServer("a1").Register(gs)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(b, err)
-	go gs.Serve(l)
-	b.Cleanup(gs.Stop)
-	return l.Addr().String()
+	return benchLedger(b, gg.ServerOptions()...)
 }
 
 // requestKey is the grpcguard.KeyFunc of the ledger's methods: the

@@ -27,10 +27,9 @@ func (s nopSource) Watch(ctx context.Context, _ int64) <-chan router.Event {
 
 type fakeSubConn struct{ balancer.SubConn }
 
-// BenchmarkInterceptorOverhead is the SDK's own work per unary call, without
-// the network: the interceptor (key, route, breaker, stamps, metrics) and a
-// pick from the balancer's ready set.
-func BenchmarkInterceptorOverhead(b *testing.B) {
+// oneCellWatcher is a started watcher on a map where cell a1 owns all 1024
+// slots, closed when the benchmark ends.
+func oneCellWatcher(b *testing.B) *router.Watcher {
 	tb, _ := router.NewTable(1024)
 	tb.AddCell(router.Cell{ID: "a1", IDC: "A"})
 	tb.Assign(router.SlotRange{First: 0, Last: 1023}, "a1")
@@ -39,7 +38,15 @@ func BenchmarkInterceptorOverhead(b *testing.B) {
 	if err := w.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	defer w.Close()
+	b.Cleanup(w.Close)
+	return w
+}
+
+// BenchmarkInterceptorOverhead is the SDK's own work per unary call, without
+// the network: the interceptor (key, route, breaker, stamps, metrics) and a
+// pick from the balancer's ready set.
+func BenchmarkInterceptorOverhead(b *testing.B) {
+	w := oneCellWatcher(b)
 	cfg := DefaultConfig(w, &router.StaticDiscovery{})
 	cfg.IsWrite = func(string) bool { return false }
 	c, err := New(cfg, nil)
@@ -104,15 +111,7 @@ func BenchmarkInterceptorLive(b *testing.B) {
 	defer gs.Stop()
 	addr := l.Addr().String()
 
-	tb, _ := router.NewTable(1024)
-	tb.AddCell(router.Cell{ID: "a1", IDC: "A"})
-	tb.Assign(router.SlotRange{First: 0, Last: 1023}, "a1")
-	tb.SetEpoch(1)
-	w := router.NewWatcher(nopSource{tb.Seal()}, router.WatcherConfig{})
-	if err := w.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer w.Close()
+	w := oneCellWatcher(b)
 	disc := &router.StaticDiscovery{}
 	disc.Set([]router.Instance{{Cell: "a1", ID: "a1-0", GRPCAddr: addr}})
 	cfg := DefaultConfig(w, disc)
