@@ -322,6 +322,33 @@ func startBackend(t *testing.T, cellID string, store *etcdstore.Store) *backend 
 		<-b.slowRelease
 		_, _ = io.WriteString(w, "slow done by "+cellID)
 	})
+	mux.HandleFunc("/answer/", func(w http.ResponseWriter, r *http.Request) {
+		// An answer with hop-by-hop headers, named and well-known, and
+		// headers that must pass.
+		h := w.Header()
+		if r.URL.Path == "/answer/known" { // only well-known ones: forwarded raw
+			h.Set("Connection", "keep-alive")
+		} else {
+			h.Set("Connection", "keep-alive, X-Secret")
+			h.Set("X-Secret", "cell-only")
+		}
+		h.Set("Keep-Alive", "timeout=5")
+		h.Set("Proxy-Authenticate", "Basic")
+		h.Set("X-Kept", "yes")
+		h.Set("Date", "Sat, 21 Nov 2026 12:00:00 GMT")
+		h.Set("Content-Length", "4")
+		if r.URL.Path == "/answer/none" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		_, _ = io.WriteString(w, "body")
+	})
+	mux.HandleFunc("/plain/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("X-Cell-Said", "HELLO")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "plain")
+	})
 	mux.HandleFunc("/stream/", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "first;")
 		w.(http.Flusher).Flush()

@@ -197,6 +197,57 @@ func TestStreamingAndHopByHop(t *testing.T) {
 	}
 }
 
+// The cell's answer reaches the client as the cell wrote it, less the
+// hop-by-hop headers (well-known ones and those its Connection header
+// names), for GET, HEAD and a 204; a plain answer (forwarded raw) keeps its
+// status, headers and body.
+func TestAnswerHeaders(t *testing.T) {
+	e := newEnv(t, testConfig())
+	key := keyOf(t, "a1")
+	do := func(method, path string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+e.httpAddr+path, nil)
+		req.Header.Set("X-User-Id", key)
+		resp, err := e.client.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		must(t, err)
+		return resp, string(b)
+	}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{http.MethodGet, "/answer/x", http.StatusOK, "body"},
+		{http.MethodGet, "/answer/known", http.StatusOK, "body"},
+		{http.MethodHead, "/answer/x", http.StatusOK, ""},
+		{http.MethodGet, "/answer/none", http.StatusNoContent, ""},
+	} {
+		resp, body := do(tc.method, tc.path)
+		if resp.StatusCode != tc.status || body != tc.body {
+			t.Fatalf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, body, tc.status, tc.body)
+		}
+		for _, h := range []string{"X-Secret", "Keep-Alive", "Proxy-Authenticate"} {
+			if v := resp.Header.Get(h); v != "" {
+				t.Fatalf("%s %s: hop-by-hop %s reached the client: %q", tc.method, tc.path, h, v)
+			}
+		}
+		if resp.Header.Get("X-Kept") != "yes" || resp.Header.Get("Date") != "Sat, 21 Nov 2026 12:00:00 GMT" {
+			t.Fatalf("%s %s: end-to-end headers lost: %v", tc.method, tc.path, resp.Header)
+		}
+		if resp.Close {
+			t.Fatalf("%s %s: the cell's Connection header closed the client's connection", tc.method, tc.path)
+		}
+	}
+	resp, body := do(http.MethodGet, "/plain/x")
+	if resp.StatusCode != http.StatusCreated || body != "plain" || resp.ContentLength != 5 ||
+		resp.Header.Get("X-Cell-Said") != "HELLO" || resp.Header.Get("Date") == "" || resp.Header.Get("Cellkit-Cell") != "a1" {
+		t.Fatalf("plain answer: %d %q cl %d %v", resp.StatusCode, body, resp.ContentLength, resp.Header)
+	}
+}
+
 // Requests the lean HTTP/1.1 loop does not serve itself (a chunked body,
 // HTTP/1.0) are handed with their connection to net/http; pipelined plain
 // requests are answered in order.
