@@ -92,6 +92,11 @@ redirectWait: 2s
 				t.Fatal("listen.pprof not read")
 			}
 		}},
+		{name: "client timeouts", args: []string{"--config", write("timeouts.yaml", "http: {idleTimeout: 30s, readHeaderTimeout: 2s}\n")}, check: func(t *testing.T, c Config) {
+			if c.HTTP.IdleTimeout.D() != 30*time.Second || c.HTTP.ReadHeaderTimeout.D() != 2*time.Second {
+				t.Fatalf("http timeouts not read: %v %v", c.HTTP.IdleTimeout.D(), c.HTTP.ReadHeaderTimeout.D())
+			}
+		}},
 		{name: "pprof flag off beats file", args: []string{"--config", write("pprof2.yaml", "listen: {pprof: true}\n"), "--pprof=false"}, check: func(t *testing.T, c Config) {
 			if c.Listen.Pprof {
 				t.Fatal("--pprof=false ignored")

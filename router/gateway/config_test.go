@@ -47,6 +47,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative", func(c *Config) {
 			c.Buffer.MaxPerSlot, c.Buffer.Timeout, c.HTTP.MaxReplayBody = -1, -1, -5
 		}, []string{"buffer.maxPerSlot -1", "buffer.timeout -1ns", "http.maxReplayBody -5"}},
+		{"negative client timeouts", func(c *Config) {
+			c.HTTP.IdleTimeout, c.HTTP.ReadHeaderTimeout = Duration(-time.Second), Duration(-time.Millisecond)
+		}, []string{"http.idleTimeout -1s: want a duration >= 0", "http.readHeaderTimeout -1ms"}},
 		{"per slot over total", func(c *Config) { c.Buffer.MaxPerSlot, c.Buffer.MaxTotal = 10, 5 }, []string{"buffer.maxPerSlot 10 is more than buffer.maxTotal 5"}},
 		{"timeout over drain", func(c *Config) {
 			c.Buffer.Timeout, c.DrainTimeout = Duration(time.Minute), Duration(time.Second)
