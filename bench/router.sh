@@ -8,12 +8,12 @@
 # cellctl and the bench tools, starts an embedded etcd (cellctl dev) holding
 # a one-cell map whose endpoint is the backend, and prints a table.
 #
-# Knobs (environment): DURATION (5s per run), ROUNDS (5), WARMUP (2s),
+# Knobs (environment): DURATION (5s per run), ROUNDS (3 ABBA blocks), WARMUP (2s),
 # THREADS (2), CONNS (64), RATE (5000), RATE_DURATION (10s), BASE_PORT (19000).
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
@@ -144,31 +144,31 @@ run_wrk() { # name url -> "rps p99ms"
 warm() { wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$KEY_HEADER" "$1" >/dev/null; }
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
-# The machine's speed drifts over tens of seconds (shared cores): nginx and
-# cellrouter run in alternating order, round after round, and each round's
-# ratio compares two runs made back to back. The summary is the median.
-say "wrk: ${THREADS} threads, ${CONNS} connections, ${ROUNDS} rounds of ${DURATION} per proxy after ${WARMUP} warm-up"
+# The machine's speed drifts over tens of seconds (shared cores), and a run
+# can be slower just for coming second. So the proxies run in ABBA blocks,
+# nginx, cellrouter, cellrouter, nginx, 5 s each: a block's ratio (the two
+# cellrouter runs' requests over the two nginx runs') cancels a drift that
+# is linear over the block, and the summary is the median over the blocks.
+say "wrk: ${THREADS} threads, ${CONNS} connections, ${ROUNDS} ABBA blocks of ${DURATION} runs after ${WARMUP} warm-up"
 warm "http://127.0.0.1:$BACKEND_PORT/"
 run_wrk direct "http://127.0.0.1:$BACKEND_PORT/" >"$work/direct.res"
 warm "http://127.0.0.1:$NGINX_PORT/"
 warm "http://127.0.0.1:$ROUTER_PORT/"
 : >"$work/rounds"
 for i in $(seq "$ROUNDS"); do
-	if ((i % 2)); then
-		n=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
-		r=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
-	else
-		r=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
-		n=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
-	fi
-	echo "$i $n $r" >>"$work/rounds"
+	n1=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
+	r1=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
+	r2=$(run_wrk cellrouter "http://127.0.0.1:$ROUTER_PORT/")
+	n2=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/")
+	echo "$i $n1 $r1 $r2 $n2" >>"$work/rounds"
 done
+# rounds: block, nginx rps p99, router rps p99, router rps p99, nginx rps p99
 read -r direct_rps direct_p99 <"$work/direct.res"
-nginx_rps=$(awk '{print $2}' "$work/rounds" | median)
-nginx_p99=$(awk '{print $3}' "$work/rounds" | median)
-router_rps=$(awk '{print $4}' "$work/rounds" | median)
-router_p99=$(awk '{print $5}' "$work/rounds" | median)
-ratio=$(awk '{printf "%.3f\n", $4 / $2}' "$work/rounds" | median)
+nginx_rps=$(awk '{print $2; print $8}' "$work/rounds" | median)
+nginx_p99=$(awk '{print $3; print $9}' "$work/rounds" | median)
+router_rps=$(awk '{print $4; print $6}' "$work/rounds" | median)
+router_p99=$(awk '{print $5; print $7}' "$work/rounds" | median)
+ratio=$(awk '{printf "%.3f\n", ($4 + $6) / ($2 + $8)}' "$work/rounds" | median)
 
 say "fixed rate: ${RATE} req/s for ${RATE_DURATION} each (bench/rate, open loop)"
 run_rate() { "$bin/rate" -url "$1" -rate "$RATE" -duration "$RATE_DURATION" -conns "$CONNS" -H "$KEY_HEADER"; }
@@ -179,14 +179,14 @@ rr=$(run_rate "http://127.0.0.1:$ROUTER_PORT/")
 
 echo
 echo "cellrouter vs nginx, loopback, $(nproc) cores, $(go env GOVERSION), $(nginx -v 2>&1 | sed 's/.*\///')"
-printf '%-6s %12s %10s %12s %10s %7s\n' "round" "nginx req/s" "p99 (ms)" "router req/s" "p99 (ms)" "ratio"
-awk '{printf "%-6s %12s %10s %12s %10s %7.3f\n", $1, $2, $3, $4, $5, $4 / $2}' "$work/rounds"
+printf '%-6s %24s %24s %7s\n' "block" "nginx req/s (A, A')" "cellrouter req/s (B, B')" "ratio"
+awk '{printf "%-6s %11s %12s %11s %12s %7.3f\n", $1, $2, $8, $4, $6, ($4 + $6) / ($2 + $8)}' "$work/rounds"
 echo
 printf '%-12s %12s %12s\n' "median" "req/s" "p99 (ms)"
 printf '%-12s %12s %12s\n' "direct" "$direct_rps" "$direct_p99"
 printf '%-12s %12s %12s\n' "nginx" "$nginx_rps" "$nginx_p99"
 printf '%-12s %12s %12s\n' "cellrouter" "$router_rps" "$router_p99"
-echo "throughput ratio cellrouter/nginx, median of the rounds: $ratio (target >= 0.80)"
+echo "throughput ratio cellrouter/nginx, median of the blocks: $ratio (target >= 0.80)"
 echo
 printf '%-12s %10s %10s %10s %10s %12s\n' "at ${RATE}/s" "p50 (ms)" "p99 (ms)" "p99.9 (ms)" "errors" "p99 added"
 for row in "direct:$rd" "nginx:$rn" "cellrouter:$rr"; do

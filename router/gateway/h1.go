@@ -63,7 +63,7 @@ func newH1Pool(dialTimeout time.Duration, maxIdle int) *h1Pool {
 
 // fits reports whether req can take the lean path.
 func (p *h1Pool) fits(req *http.Request) bool {
-	if req.Header.Get("Upgrade") != "" {
+	if firstValue(req.Header, "Upgrade") != "" {
 		return false
 	}
 	if req.Body == nil || req.Body == http.NoBody {
@@ -418,7 +418,7 @@ func appendRequest(buf []byte, req *http.Request) ([]byte, error) {
 func appendHeaderValue(buf []byte, v string) []byte {
 	start := len(buf)
 	buf = append(buf, v...)
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 		for i := start; i < len(buf); i++ {
 			if buf[i] == '\r' || buf[i] == '\n' {
 				buf[i] = ' '

@@ -130,6 +130,10 @@ func (s *h1Server) serveConn(sc *srvConn) {
 	bw := bufio.NewWriterSize(c, 16<<10)
 	remote := c.RemoteAddr().String()
 	w := &h1Writer{bw: bw, header: make(http.Header, 8)}
+	// The request, its URL and header map are reused from one request to
+	// the next: nothing holds them once serveOne returned (a retry or the
+	// ReverseProxy path works on copies).
+	scratch := &headScratch{}
 	for {
 		if !s.setIdle(sc, true) {
 			return
@@ -147,7 +151,7 @@ func (s *h1Server) serveConn(sc *srvConn) {
 		if !headIn {
 			_ = c.SetReadDeadline(time.Now().Add(s.headTime))
 		}
-		req, ok := s.readHead(br)
+		req, ok := s.readHead(br, scratch)
 		if req != nil && headIn && req.ContentLength != 0 && (req.ContentLength < 0 || req.ContentLength > int64(br.Buffered())) {
 			_ = c.SetReadDeadline(time.Now().Add(s.headTime)) // for the body
 		}
@@ -192,12 +196,12 @@ func (s *h1Server) serveOne(w *h1Writer, req *http.Request) (ok bool) {
 // readHead reads the next request on the plain path. nil and true: hand
 // the connection to net/http (the request is not plain, or its head does
 // not fit in the buffer); nil and false: answer 400 and close.
-func (s *h1Server) readHead(br *bufio.Reader) (*http.Request, bool) {
+func (s *h1Server) readHead(br *bufio.Reader, sc *headScratch) (*http.Request, bool) {
 	head := peekHead(br)
 	if head == nil {
 		return nil, true // an oversize or broken head: net/http answers it
 	}
-	req, v := parseHead(head)
+	req, v := parseHead(head, sc)
 	switch v {
 	case headFast:
 		_, _ = br.Discard(len(head))

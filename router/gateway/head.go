@@ -37,23 +37,17 @@ const (
 // read two ways (request smuggling), which is headBad.
 //
 // It allocates one string for the whole head; the method, target, header
-// names (when canonical already) and values are substrings of it.
-func parseHead(head []byte) (*http.Request, headVerdict) {
+// names (when canonical already) and values are substrings of it. With a
+// scratch, the request, its URL, header map and values live there (the
+// connection's previous request is done with them), else they are new.
+func parseHead(head []byte, sc *headScratch) (*http.Request, headVerdict) {
 	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) || head[0] == '\r' || head[0] == '\n' {
 		return nil, headStd // LF line ends, or empty lines before the request
 	}
 	// A bare CR or LF anywhere: net/http reads lines ending in LF alone, so
 	// only it may decide what such a head means.
-	for i := 0; i < len(head); {
-		j := bytes.IndexAny(head[i:], "\r\n")
-		if j < 0 {
-			break
-		}
-		i += j
-		if head[i] != '\r' || i+1 >= len(head) || head[i+1] != '\n' {
-			return nil, headStd
-		}
-		i += 2
+	if !crlfOnly(head) {
+		return nil, headStd
 	}
 	s := string(head[:len(head)-2]) // every line ends in CRLF
 	eol := strings.Index(s, "\r\n")
@@ -63,7 +57,7 @@ func parseHead(head []byte) (*http.Request, headVerdict) {
 	// Request line: METHOD SP origin-form SP HTTP/1.1, single spaces.
 	// Anything else is headSlow, decided after the header lines were
 	// checked for ambiguous framing.
-	var u *url.URL
+	var u url.URL
 	var method, target string
 	slow := true
 	if sp := strings.IndexByte(line, ' '); sp > 0 && sp < len(line)-len(" HTTP/1.1") && strings.HasSuffix(line, " HTTP/1.1") {
@@ -79,8 +73,10 @@ func parseHead(head []byte) (*http.Request, headVerdict) {
 
 	// Header lines. Count them first to size the map and the values.
 	n := strings.Count(s, "\r\n")
-	h := make(http.Header, n)
-	vals := make([]string, n)
+	if sc == nil {
+		sc = &headScratch{}
+	}
+	h, vals := sc.header(n)
 	var host, cl, conn string
 	nhost, ncl := 0, 0
 	te := false
@@ -151,39 +147,82 @@ func parseHead(head []byte) (*http.Request, headVerdict) {
 	if te || slow || !validHost(host) {
 		return nil, headSlow
 	}
-	req := &http.Request{
-		Method: method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	sc.url = u
+	sc.req = http.Request{
+		Method: method, URL: &sc.url, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: length, Host: host, RequestURI: target,
 		Close: hasToken(conn, "close"), Body: http.NoBody,
 	}
-	return req, headFast
+	return &sc.req, headFast
+}
+
+// headScratch is where parseHead builds a request: one per lean server
+// connection, reused by each of its requests in turn.
+type headScratch struct {
+	req  http.Request
+	url  url.URL
+	h    http.Header
+	vals []string
+}
+
+// header returns an empty header map and n value slots.
+func (sc *headScratch) header(n int) (http.Header, []string) {
+	if sc.h == nil {
+		sc.h = make(http.Header, n)
+	} else {
+		clear(sc.h)
+	}
+	if cap(sc.vals) < n {
+		sc.vals = make([]string, n)
+	}
+	return sc.h, sc.vals[:n]
+}
+
+// crlfOnly reports whether every CR in b is followed by LF and every LF
+// preceded by CR (no bare CR or LF): each LF preceded by a CR accounts for
+// as many CRs as there are LFs, so when the counts match there is no other.
+func crlfOnly(b []byte) bool {
+	if bytes.Count(b, []byte{'\r'}) != bytes.Count(b, []byte{'\n'}) {
+		return false
+	}
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return true
+		}
+		i += j
+		if i == 0 || b[i-1] != '\r' {
+			return false
+		}
+		i++
+	}
 }
 
 // originForm parses a request target of the plain kind: a path of
 // characters that need no escaping (so that url.ParseRequestURI leaves it
 // as it is: no RawPath), then an optional non-empty query of visible ASCII
 // other than '#'.
-func originForm(t string) (*url.URL, bool) {
+func originForm(t string) (url.URL, bool) {
 	if t == "" || t[0] != '/' {
-		return nil, false
+		return url.URL{}, false
 	}
 	path, query, hasQuery := strings.Cut(t, "?")
 	for i := 0; i < len(path); i++ {
 		if !isPathByte(path[i]) {
-			return nil, false
+			return url.URL{}, false
 		}
 	}
 	if hasQuery {
 		if query == "" {
-			return nil, false
+			return url.URL{}, false
 		}
 		for i := 0; i < len(query); i++ {
 			if c := query[i]; c <= ' ' || c >= 0x7f || c == '#' {
-				return nil, false
+				return url.URL{}, false
 			}
 		}
 	}
-	return &url.URL{Path: path, RawQuery: query}, true
+	return url.URL{Path: path, RawQuery: query}, true
 }
 
 func isPathByte(c byte) bool {
@@ -274,16 +313,8 @@ func scanRespHead(head []byte, method string) (respHead, bool) {
 	if !bytes.HasPrefix(head, []byte("HTTP/1.1 ")) {
 		return rh, false
 	}
-	for i := 0; i < len(head); {
-		j := bytes.IndexAny(head[i:], "\r\n")
-		if j < 0 {
-			break
-		}
-		i += j
-		if head[i] != '\r' || i+1 >= len(head) || head[i+1] != '\n' {
-			return rh, false
-		}
-		i += 2
+	if !crlfOnly(head) {
+		return rh, false
 	}
 	b := head[:len(head)-2]
 	eol := bytes.Index(b, crlf)

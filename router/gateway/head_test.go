@@ -83,7 +83,7 @@ func FuzzHeadParser(f *testing.F) {
 			return
 		}
 		head := data[:i+4]
-		req, v := parseHead(head)
+		req, v := parseHead(head, nil)
 		if v != headFast {
 			return
 		}

@@ -117,7 +117,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "BAD_BODY", "cellrouter: reading the request body: "+err.Error())
 		return
 	}
-	if r.ProtoMajor == 1 && r.Header.Get("Upgrade") == "" && g.h1.fits(r) {
+	if r.ProtoMajor == 1 && g.h1.fits(r) {
 		g.serveDirect(w, r, st)
 		return
 	}
@@ -219,6 +219,15 @@ func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request, st *httpSt
 			dst[k] = v
 		}
 	}
+}
+
+// firstValue is h.Get(key) for a key in canonical form, without
+// canonicalizing it again.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // removeHopByHop drops the hop-by-hop headers a proxy must not forward

@@ -78,7 +78,7 @@ type extractor struct {
 func (e *extractor) key(r *http.Request) string {
 	switch {
 	case e.header != "":
-		return r.Header.Get(e.header)
+		return firstValue(r.Header, e.header) // canonical already
 	case e.src.Query != "":
 		if r.URL.RawQuery == "" {
 			return ""
