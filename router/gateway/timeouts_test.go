@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,4 +75,76 @@ func TestClientTimeouts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipelining: requests a client sends before reading the answers to
+// the previous ones (in one write, or while the previous one is being
+// served, or still at the cell) are all answered, in order, on the lean
+// path. (A wait for the next request armed as an answer is written, which
+// would save a read(2), is not woken by a request that arrived before it:
+// this test hangs on such a wait unless it is bounded.)
+func TestPipelining(t *testing.T) {
+	e := newEnv(t, testConfig())
+	key := keyOf(t, "a1")
+	c, err := net.Dial("tcp", e.httpAddr)
+	must(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second)) // a stuck wait fails the test
+	br := bufio.NewReader(c)
+	get := func(i int) string {
+		return "GET /v1/balance/" + key + "?n=" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: x\r\nX-User-Id: " + key + "\r\n\r\n"
+	}
+	answer := func() {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		must(t, err)
+		b, err := io.ReadAll(resp.Body)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"cell":"a1"`) {
+			t.Fatalf("answer %d %q", resp.StatusCode, b)
+		}
+	}
+	n := 0
+	send := func(k int) {
+		t.Helper()
+		var b strings.Builder
+		for range k {
+			b.WriteString(get(n))
+			n++
+		}
+		_, err := io.WriteString(c, b.String())
+		must(t, err)
+	}
+	send(3) // three in one write
+	answer()
+	answer()
+	answer()
+	for range 20 {
+		send(1)
+		time.Sleep(time.Millisecond) // the first is being served...
+		send(1)                      // ...when the second arrives
+		answer()
+		answer()
+	}
+	for range 20 { // and one at a time still works
+		send(1)
+		answer()
+	}
+	// A request that arrives while the previous one is still at the cell:
+	// it is in the socket before the wait for it is armed.
+	_, err = io.WriteString(c, "GET /slow/1 HTTP/1.1\r\nHost: x\r\nX-User-Id: "+key+"\r\n\r\n")
+	must(t, err)
+	<-e.cells["a1"].slowStarted
+	send(1)
+	time.Sleep(50 * time.Millisecond) // let it arrive
+	close(e.cells["a1"].slowRelease)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "slow done by a1" {
+		t.Fatalf("slow answer %d %q", resp.StatusCode, b)
+	}
+	answer()
 }
