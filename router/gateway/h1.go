@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,7 +34,8 @@ type h1Pool struct {
 type h1Conn struct {
 	addr  string
 	c     net.Conn
-	rc    syscall.RawConn // nil when c is not a *net.TCPConn
+	raw   *rawIO        // nil when c is not a *net.TCPConn
+	rw    io.ReadWriter // raw, or c
 	br    *bufio.Reader
 	wbuf  []byte // the request being sent
 	rhead []byte // the last answer's head, when do returned it raw
@@ -43,7 +43,7 @@ type h1Conn struct {
 	// connection rather than per request.
 	sendFn    func(fd uintptr) bool
 	out       []byte
-	werr      error
+	werr      syscall.Errno
 	started   bool
 	idleSince time.Time
 }
@@ -92,12 +92,11 @@ func (p *h1Pool) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	pc := &h1Conn{addr: addr, c: c, br: bufio.NewReaderSize(c, 16<<10)}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			pc.rc = rc
-			pc.sendFn = pc.sendOnce
-		}
+	pc := &h1Conn{addr: addr, c: c, raw: newRawIO(c)}
+	pc.rw = pc.raw.readWriter(c)
+	pc.br = bufio.NewReaderSize(pc.rw, 16<<10)
+	if pc.raw != nil {
+		pc.sendFn = pc.sendOnce
 	}
 	return pc, false, nil
 }
@@ -301,21 +300,21 @@ const maxKeptWriteBuf = 16 << 10
 // before the request is written, so the answer's arrival cannot be missed.
 // sent reports whether the request may have reached the server.
 func (pc *h1Conn) send(b []byte) (sent bool, err error) {
-	if pc.rc == nil || pc.br.Buffered() > 0 {
-		_, err := pc.c.Write(b)
+	if pc.raw == nil || pc.br.Buffered() > 0 {
+		_, err := pc.rw.Write(b)
 		return err == nil, err
 	}
-	pc.out, pc.werr, pc.started = b, nil, false
-	rerr := pc.rc.Read(pc.sendFn)
+	pc.out, pc.werr, pc.started = b, 0, false
+	rerr := pc.raw.rc.Read(pc.sendFn)
 	b, werr := pc.out, pc.werr
-	pc.out, pc.werr = nil, nil
+	pc.out, pc.werr = nil, 0
 	switch {
-	case werr != nil:
-		return false, &net.OpError{Op: "write", Net: "tcp", Source: pc.c.LocalAddr(), Addr: pc.c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	case werr != 0:
+		return false, pc.raw.opError("write", werr)
 	case !pc.started:
 		return false, rerr // failed before writing anything (closed, deadline)
 	case len(b) > 0:
-		_, err := pc.c.Write(b)
+		_, err := pc.rw.Write(b)
 		return err == nil, err
 	}
 	// A wait that failed (deadline, cancellation, close) after the request
@@ -331,20 +330,16 @@ func (pc *h1Conn) sendOnce(fd uintptr) bool {
 		return true // readable: the caller reads through pc.br
 	}
 	pc.started = true
-	for len(pc.out) > 0 {
-		n, err := syscall.Write(int(fd), pc.out)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true // the socket buffer is full: send writes the rest through pc.c
-		case err != nil:
-			pc.werr = err
-			return true
-		}
-		pc.out = pc.out[n:]
+	n, errno := rawWrite(fd, pc.out)
+	pc.out = pc.out[n:]
+	switch errno {
+	case 0:
+		return false // all written: wait for the answer
+	case syscall.EAGAIN:
+		return true // the socket buffer is full: send writes the rest through pc.rw
 	}
-	return false // all written: wait for the answer
+	pc.werr = errno
+	return true
 }
 
 // appendRequest appends req as HTTP/1.1 to buf (what req.Write writes,

@@ -126,8 +126,9 @@ func (s *h1Server) serveConn(sc *srvConn) {
 		s.wg.Done()
 	}()
 	c := sc.c
-	br := bufio.NewReaderSize(c, 16<<10)
-	bw := bufio.NewWriterSize(c, 16<<10)
+	rw := newRawIO(c).readWriter(c)
+	br := bufio.NewReaderSize(rw, 16<<10)
+	bw := bufio.NewWriterSize(rw, 16<<10)
 	remote := c.RemoteAddr().String()
 	w := &h1Writer{bw: bw, header: make(http.Header, 8)}
 	// The request, its URL and header map are reused from one request to
