@@ -198,13 +198,13 @@ func (pc *h1Conn) do(ctx context.Context, req *http.Request, p *h1Pool, raw bool
 		var resp *http.Response
 		var err error
 		body := &h1Body{pc: pc, p: p, stop: stop}
-		if head := peekHead(pc.br); head != nil {
+		if head := peekHead(pc.br, nil); head != nil {
 			if rh, ok := scanRespHead(head, req.Method); ok && raw && rh.hopOnly && rh.code != http.StatusMisdirectedRequest && rh.code != http.StatusServiceUnavailable {
 				pc.rhead = append(pc.rhead[:0], head...)
 				body.raw, body.rh = pc.rhead, rh
 				resp = &http.Response{StatusCode: rh.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: rh.length, Close: rh.close}
 			} else if ok {
-				resp, _ = parseRespHead(head, req.Method)
+				resp = buildRespHead(head, rh)
 			}
 			if resp != nil {
 				_, _ = pc.br.Discard(len(head))

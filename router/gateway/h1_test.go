@@ -73,10 +73,17 @@ func TestH1PoolReusesAndRecovers(t *testing.T) {
 	get("GET", "/continue", "")
 	// The server closes the pooled connection while it is idle: the next
 	// request gets a fresh one.
-	deadline := time.Now().Add(10 * time.Second)
-	for closed.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	waitClosed := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for closed.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the server closed %d idle connections, want %d", closed.Load(), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
+	waitClosed(1)
 	get("GET", "/after", "")
 	if conns.Load() != 2 {
 		t.Fatalf("%d connections, want a second one after the idle one was closed", conns.Load())
@@ -85,9 +92,7 @@ func TestH1PoolReusesAndRecovers(t *testing.T) {
 	// on a fresh connection. (Without one it would not be: a connection that
 	// closes with no answer may still have run the request; http.Transport
 	// decides the same way.)
-	for closed.Load() < 2 && time.Now().Before(deadline.Add(10*time.Second)) {
-		time.Sleep(time.Millisecond)
-	}
+	waitClosed(2)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/after-post", strings.NewReader("again"))
 	req.Header.Set("Idempotency-Key", "k1")
 	resp, err := p.roundTrip(context.Background(), addr, req, false)

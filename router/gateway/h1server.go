@@ -135,6 +135,13 @@ func (s *h1Server) serveConn(sc *srvConn) {
 	// the next: nothing holds them once serveOne returned (a retry or the
 	// ReverseProxy path works on copies).
 	scratch := &headScratch{}
+	headTimed := false
+	headTimer := func() { // once per request, before the first read that waits
+		if !headTimed {
+			headTimed = true
+			_ = c.SetReadDeadline(time.Now().Add(s.headTime))
+		}
+	}
 	for {
 		if !s.setIdle(sc, true) {
 			return
@@ -146,15 +153,12 @@ func (s *h1Server) serveConn(sc *srvConn) {
 		if !s.setIdle(sc, false) {
 			return
 		}
-		// The rest of the request is read under the head timeout, unless it
-		// is all here already (the usual case: one read brought it).
-		headIn := bufferedHead(br)
-		if !headIn {
-			_ = c.SetReadDeadline(time.Now().Add(s.headTime))
-		}
-		req, ok := s.readHead(br, scratch)
-		if req != nil && headIn && req.ContentLength != 0 && (req.ContentLength < 0 || req.ContentLength > int64(br.Buffered())) {
-			_ = c.SetReadDeadline(time.Now().Add(s.headTime)) // for the body
+		// The rest of the request is read under the head timeout, set only
+		// when a read has to wait (usually one read brought it all).
+		headTimed = false
+		req, ok := s.readHead(br, scratch, headTimer)
+		if req != nil && req.ContentLength != 0 && (req.ContentLength < 0 || req.ContentLength > int64(br.Buffered())) {
+			headTimer() // for the body
 		}
 		if req == nil {
 			if !ok {
@@ -197,8 +201,8 @@ func (s *h1Server) serveOne(w *h1Writer, req *http.Request) (ok bool) {
 // readHead reads the next request on the plain path. nil and true: hand
 // the connection to net/http (the request is not plain, or its head does
 // not fit in the buffer); nil and false: answer 400 and close.
-func (s *h1Server) readHead(br *bufio.Reader, sc *headScratch) (*http.Request, bool) {
-	head := peekHead(br)
+func (s *h1Server) readHead(br *bufio.Reader, sc *headScratch, beforeWait func()) (*http.Request, bool) {
+	head := peekHead(br, beforeWait)
 	if head == nil {
 		return nil, true // an oversize or broken head: net/http answers it
 	}
@@ -240,18 +244,17 @@ func (s *h1Server) readHead(br *bufio.Reader, sc *headScratch) (*http.Request, b
 	return req, true
 }
 
-// bufferedHead reports whether a whole head is in br's buffer already.
-func bufferedHead(br *bufio.Reader) bool {
-	b, _ := br.Peek(br.Buffered())
-	return headEnd(b, 0) > 0
-}
-
 // peekHead returns the buffered head of a message, through its empty line,
 // waiting for more bytes only while it is not complete in the buffer; nil
 // when it does not fit in the buffer or the connection broke.
-func peekHead(br *bufio.Reader) []byte {
+//
+// beforeWait, if not nil, runs before each read that may wait.
+func peekHead(br *bufio.Reader, beforeWait func()) []byte {
 	from := 0
 	for n := max(br.Buffered(), 1); ; {
+		if n > br.Buffered() && beforeWait != nil {
+			beforeWait()
+		}
 		b, err := br.Peek(n)
 		if end := headEnd(b, from); end > 0 {
 			return b[:end]

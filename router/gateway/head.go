@@ -416,6 +416,12 @@ func parseRespHead(head []byte, method string) (*http.Response, bool) {
 	if !ok {
 		return nil, false
 	}
+	return buildRespHead(head, rh), true
+}
+
+// buildRespHead makes an *http.Response of a head scanRespHead accepted
+// (rh is what it found).
+func buildRespHead(head []byte, rh respHead) *http.Response {
 	s := string(head[:len(head)-2])
 	eol := strings.Index(s, "\r\n")
 	status := s[len("HTTP/1.1 "):eol]
@@ -441,7 +447,7 @@ func parseRespHead(head []byte, method string) (*http.Response, bool) {
 	return &http.Response{
 		Status: status, StatusCode: rh.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, ContentLength: rh.length, Close: rh.close,
-	}, true
+	}
 }
 
 // ambiguousFraming reports whether a head that net/http is to read (lines

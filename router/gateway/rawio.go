@@ -113,19 +113,15 @@ func (r *rawIO) Write(p []byte) (int, error) {
 // writeAll writes r.wbuf[r.wn:], waiting for room when the socket's buffer
 // is full.
 func (r *rawIO) writeAll(fd uintptr) bool {
-	for r.wn < len(r.wbuf) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wn])), uintptr(len(r.wbuf)-r.wn))
-		switch e {
-		case 0:
-			r.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false // wait until writable
-		default:
-			r.werrno = e
-			return true
-		}
+	n, e := rawWrite(fd, r.wbuf[r.wn:])
+	r.wn += n
+	switch e {
+	case 0:
+		return true
+	case syscall.EAGAIN:
+		return false // wait until writable
 	}
+	r.werrno = e
 	return true
 }
 
