@@ -35,7 +35,9 @@
 // callback is idempotent by the operation's status transition. Writes of
 // one owner serialize on the owner's account row (SELECT ... FOR UPDATE on
 // MySQL; SQLite serializes all writes), so concurrent payments never
-// overdraw.
+// overdraw. Opening an account on MySQL is an upsert that changes nothing,
+// so concurrent openers take the new row's exclusive lock at once instead
+// of deadlocking on a shared lock's upgrade.
 //
 // # Edges
 //

@@ -76,6 +76,19 @@ func (s *Service) inTx(ctx context.Context, owner string, open bool, fn func(con
 	}
 }
 
+// openAccountSQL inserts an account row unless it exists. On MySQL it is an
+// upsert that changes nothing: a duplicate key then takes the row's
+// exclusive lock at once, where INSERT IGNORE takes a shared one that the
+// SELECT ... FOR UPDATE after it must upgrade, and concurrent openers of one
+// account, all holding the shared lock, deadlock on that upgrade.
+func (s *Service) openAccountSQL() string {
+	const cols = " accounts (owner, slot, balance, opened_at, updated_at) VALUES (?, ?, 0, ?, ?)"
+	if s.cfg.Dialect == sqldb.MySQL {
+		return "INSERT INTO" + cols + " ON DUPLICATE KEY UPDATE owner = owner"
+	}
+	return s.cfg.Dialect.InsertIgnore() + cols
+}
+
 func (s *Service) tryTx(ctx context.Context, owner string, open bool, fn func(context.Context, *txn) error) ([]func(context.Context), error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -84,8 +97,7 @@ func (s *Service) tryTx(ctx context.Context, owner string, open bool, fn func(co
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	t := &txn{s: s, tx: tx, owner: owner, slot: s.Slot(owner), now: s.cfg.Clock.Now().UnixMilli()}
 	if open {
-		if _, err := tx.ExecContext(ctx, s.cfg.Dialect.InsertIgnore()+" accounts (owner, slot, balance, opened_at, updated_at) VALUES (?, ?, 0, ?, ?)",
-			owner, t.slot, t.now, t.now); err != nil {
+		if _, err := tx.ExecContext(ctx, s.openAccountSQL(), owner, t.slot, t.now, t.now); err != nil {
 			return nil, fmt.Errorf("paycell: open account %s: %w", owner, err)
 		}
 	}
