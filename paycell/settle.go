@@ -170,7 +170,7 @@ func (s *Settler) SettleOnce(ctx context.Context) (SettleReport, error) {
 			}
 			return rep, nil
 		}
-		if !retryable(err) || attempt >= s.svc.cfg.TxAttempts || ctx.Err() != nil {
+		if err := s.svc.backoff(ctx, attempt, err, "settle", len(admitted)); err != nil {
 			return rep, err
 		}
 	}

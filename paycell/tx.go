@@ -60,19 +60,31 @@ func (s *Service) inTx(ctx context.Context, owner string, open bool, fn func(con
 			}
 			return nil
 		}
-		if !retryable(err) || attempt >= s.cfg.TxAttempts || ctx.Err() != nil {
+		if err := s.backoff(ctx, attempt, err, "owner", owner); err != nil {
 			return err
 		}
-		d := time.Duration(attempt) * 5 * time.Millisecond
-		d += rand.N(d)
-		s.log.Debug("transaction aborted by the database; retrying", "owner", owner, "attempt", attempt, "err", err, "in", d)
-		t := s.cfg.Clock.NewTimer(d)
-		select {
-		case <-t.C():
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("paycell: %w (after %v)", context.Cause(ctx), err)
-		}
+	}
+}
+
+// backoff decides on err, the failure of a transaction's attempt-th
+// attempt: it returns err when a fresh attempt cannot fix it or the
+// attempts are spent, and otherwise waits a growing, jittered while (5 ms ×
+// attempt, up to twice that) so that the transactions a deadlock aborted do
+// not meet again at once, and returns nil.
+func (s *Service) backoff(ctx context.Context, attempt int, err error, logArgs ...any) error {
+	if !retryable(err) || attempt >= s.cfg.TxAttempts || ctx.Err() != nil {
+		return err
+	}
+	d := time.Duration(attempt) * 5 * time.Millisecond
+	d += rand.N(d)
+	s.log.Debug("transaction aborted by the database; retrying", append(logArgs, "attempt", attempt, "err", err, "in", d)...)
+	t := s.cfg.Clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		return fmt.Errorf("paycell: %w (after %v)", context.Cause(ctx), err)
 	}
 }
 
