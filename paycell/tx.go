@@ -15,6 +15,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/cellkit/cellkit/clock"
 	"github.com/cellkit/cellkit/infra/sqldb"
 )
 
@@ -78,14 +79,10 @@ func (s *Service) backoff(ctx context.Context, attempt int, err error, logArgs .
 	d := time.Duration(attempt) * 5 * time.Millisecond
 	d += rand.N(d)
 	s.log.Debug("transaction aborted by the database; retrying", append(logArgs, "attempt", attempt, "err", err, "in", d)...)
-	t := s.cfg.Clock.NewTimer(d)
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		t.Stop()
+	if clock.Sleep(ctx, s.cfg.Clock, d) != nil {
 		return fmt.Errorf("paycell: %w (after %v)", context.Cause(ctx), err)
 	}
+	return nil
 }
 
 // openAccountSQL inserts an account row unless it exists. On MySQL it is an
