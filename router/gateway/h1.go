@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -362,7 +361,7 @@ func appendRequest(buf []byte, req *http.Request) ([]byte, error) {
 		buf = append(buf, req.URL.RequestURI()...)
 	}
 	buf = append(buf, " HTTP/1.1\r\nHost: "...)
-	buf = appendHeaderValue(buf, host)
+	buf = append(buf, headerValue(host)...)
 	buf = append(buf, "\r\n"...)
 	for k, vv := range req.Header {
 		switch k {
@@ -375,7 +374,7 @@ func appendRequest(buf []byte, req *http.Request) ([]byte, error) {
 			}
 			buf = append(buf, k...)
 			buf = append(buf, ": "...)
-			buf = appendHeaderValue(buf, v)
+			buf = append(buf, headerValue(v)...)
 			buf = append(buf, "\r\n"...)
 		}
 	}
@@ -406,19 +405,4 @@ func appendRequest(buf []byte, req *http.Request) ([]byte, error) {
 		buf = append(buf, "Content-Length: 0\r\n"...)
 	}
 	return append(buf, "\r\n"...), nil
-}
-
-// appendHeaderValue appends a header value, with any CR or LF (which would
-// split the message) turned into a space.
-func appendHeaderValue(buf []byte, v string) []byte {
-	start := len(buf)
-	buf = append(buf, v...)
-	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
-		for i := start; i < len(buf); i++ {
-			if buf[i] == '\r' || buf[i] == '\n' {
-				buf[i] = ' '
-			}
-		}
-	}
-	return buf
 }

@@ -329,11 +329,11 @@ func plainRequest(head []byte) bool {
 	return true
 }
 
-func equalFold(b []byte, lower string) bool {
+func equalFold[T ~string | ~[]byte](b T, lower string) bool {
 	if len(b) != len(lower) {
 		return false
 	}
-	for i := range b {
+	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
@@ -470,9 +470,10 @@ func (w *h1Writer) writeRawHead(head []byte, rh respHead) {
 	bw.WriteString("\r\n")
 }
 
-// hopByHop reports whether a header name is one of the hop-by-hop headers
-// removeHopByHop always drops.
-func hopByHop(name []byte) bool {
+// hopByHop reports whether a header name, in any case, is one of the
+// hop-by-hop headers a proxy always drops (RFC 9110 section 7.6.1, and the
+// ones net/http's ReverseProxy drops besides).
+func hopByHop[T ~string | ~[]byte](name T) bool {
 	switch len(name) {
 	case 2:
 		return equalFold(name, "te")

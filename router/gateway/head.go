@@ -265,11 +265,11 @@ func isTokenByte(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-func trimOWS(s string) string {
-	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+func trimOWS[T ~string | ~[]byte](s T) T {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}
-	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
 		s = s[:len(s)-1]
 	}
 	return s
@@ -294,7 +294,7 @@ type respHead struct {
 	length  int64
 	close   bool // Connection: close
 	date    bool // a Date header
-	hopOnly bool // every hop-by-hop header is one forwardRawHead drops by name
+	hopOnly bool // every hop-by-hop header is one hopByHop names (writeRawHead drops it by name)
 }
 
 // scanRespHead checks a response head from a cell (the status line, the
@@ -331,10 +331,8 @@ func scanRespHead(head []byte, method string) (respHead, bool) {
 	if rh.code == http.StatusNoContent || rh.code == http.StatusNotModified {
 		return rh, false
 	}
-	for _, c := range line[9:] {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return rh, false
-		}
+	if !validFieldValue(line[9:]) { // the reason phrase
+		return rh, false
 	}
 	var cl []byte
 	ncl := 0
@@ -395,16 +393,9 @@ func headerFieldBytes(hl []byte) (name, value []byte, ok bool) {
 	if colon <= 0 {
 		return nil, nil, false
 	}
-	name, value = hl[:colon], bytes.Trim(hl[colon+1:], " \t")
-	for _, c := range name {
-		if !isTokenByte(c) {
-			return nil, nil, false
-		}
-	}
-	for _, c := range value {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return nil, nil, false
-		}
+	name, value = hl[:colon], trimOWS(hl[colon+1:])
+	if !validFieldName(name) || !validFieldValue(value) {
+		return nil, nil, false
 	}
 	return name, value, true
 }
@@ -477,8 +468,8 @@ func ambiguousFraming(head []byte) bool {
 
 // validFieldName and validFieldValue are what net/http's server requires
 // of header names and values.
-func validFieldName(k string) bool {
-	if k == "" {
+func validFieldName[T ~string | ~[]byte](k T) bool {
+	if len(k) == 0 {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
@@ -489,7 +480,7 @@ func validFieldName(k string) bool {
 	return true
 }
 
-func validFieldValue(v string) bool {
+func validFieldValue[T ~string | ~[]byte](v T) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -519,10 +510,8 @@ func headerField(hl string) (name, value string, ok bool) {
 			canon = false
 		}
 	}
-	for i := 0; i < len(value); i++ {
-		if c := value[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return "", "", false
-		}
+	if !validFieldValue(value) {
+		return "", "", false
 	}
 	if !canon {
 		name = http.CanonicalHeaderKey(name)

@@ -242,8 +242,7 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	for k := range h {
-		switch k {
-		case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		if hopByHop(k) {
 			delete(h, k)
 		}
 	}
@@ -333,6 +332,8 @@ func (g *Gateway) forward(ctx context.Context, st *httpState, req *http.Request)
 			}
 		}
 		out.URL.Host = addr
+		// A retry's request is a clone, and the transport may still be
+		// reading the first attempt's headers: st.vals is written once.
 		if attempt == 0 {
 			out.Header[keyHeader] = st.val(2, st.key)
 			out.Header[epochHeader] = st.val(3, g.epochText(r.Epoch))
